@@ -1,0 +1,131 @@
+/**
+ * User-facing options of a fleet and every role in it, compiled once by
+ * {@link resolveFleetOptions} into a validated, readonly form.
+ */
+import { hostname } from "node:os";
+import path from "node:path";
+import { z } from "zod";
+import { ConfigError } from "./errors.js";
+import { PREFIX_PATTERN } from "./protocol/fleet-subjects.js";
+
+/** A runtime profile for one pool of containers on a node. */
+export interface PoolProfileOptions {
+  /** Pool name, unique on its node. Default `default`. */
+  name?: string;
+  /** Agent runtime: `scripted` (the reference agent). Default `scripted`. */
+  runtime?: "scripted";
+  /** Containers kept started and idle, ready for a task. Default 1. */
+  minIdle?: number;
+  /** Most containers this pool may hold at once. Default 4. */
+  max?: number;
+  /** Most containers starting at the same time. Default 2. */
+  maxConcurrentStarts?: number;
+  /** `bwrap` confines each agent with bubblewrap; `auto` uses it when installed. Default `auto`. */
+  sandbox?: "auto" | "bwrap" | "none";
+  /** Turn deadline when a task names none. Default 300 000 ms. */
+  turnTimeoutMs?: number;
+  /** How often the agent must show life. Default 1000 ms. */
+  agentHeartbeatMs?: number;
+  /** Heartbeats missed before the agent counts as hung. Default 3. */
+  missedHeartbeats?: number;
+  /** Grace between start and `ready` before a start counts as failed. Default 30 000 ms. */
+  startTimeoutMs?: number;
+}
+
+/** Options of a fleet; every field has a documented default. */
+export interface FleetOptions {
+  /** Subject prefix and name stem of streams and buckets. Default `fleet`. */
+  prefix?: string;
+  /** Where the embedded nats-server, workspaces and `fleet.json` live. Default `.clawfleet` in the cwd. */
+  dataDir?: string;
+  /** NATS server URL; when unset `up` starts an embedded nats-server. */
+  natsUrl?: string;
+  /** This node's id, shown in task records and status. Default `<hostname>-<pid>`. */
+  nodeId?: string;
+  /** Pools on this node. Default one `scripted` pool with the defaults above. */
+  pools?: PoolProfileOptions[];
+  /** Node heartbeat period. Default 1000 ms. */
+  nodeHeartbeatMs?: number;
+  /** A node whose heartbeat is older than this is dead. Default 5000 ms. */
+  nodeTimeoutMs?: number;
+  /** Attempts before a task fails with `ATTEMPTS_EXHAUSTED`. Default 5. */
+  maxAttempts?: number;
+  /** First retry delay; doubles per attempt up to 30 s. Default 500 ms. */
+  retryBackoffMs?: number;
+  /** How long task records and streams are kept. Default 7 days. */
+  retentionMs?: number;
+}
+
+const IdToken = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-]");
+
+const PoolProfileSchema = z.strictObject({
+  name: IdToken.default("default"),
+  runtime: z.literal("scripted").default("scripted"),
+  minIdle: z.number().int().min(0).default(1),
+  max: z.number().int().min(1).default(4),
+  maxConcurrentStarts: z.number().int().min(1).default(2),
+  sandbox: z.enum(["auto", "bwrap", "none"]).default("auto"),
+  turnTimeoutMs: z.number().int().min(100).default(300_000),
+  agentHeartbeatMs: z.number().int().min(10).default(1000),
+  missedHeartbeats: z.number().int().min(1).default(3),
+  startTimeoutMs: z.number().int().min(100).default(30_000),
+});
+
+const FleetOptionsSchema = z.strictObject({
+  prefix: z.string().regex(PREFIX_PATTERN).default("fleet"),
+  dataDir: z.string().min(1).default(".clawfleet"),
+  natsUrl: z.string().min(1).optional(),
+  nodeId: IdToken.optional(),
+  pools: z.array(PoolProfileSchema).min(1).optional(),
+  nodeHeartbeatMs: z.number().int().min(10).default(1000),
+  nodeTimeoutMs: z.number().int().min(50).default(5000),
+  maxAttempts: z.number().int().min(1).default(5),
+  retryBackoffMs: z.number().int().min(0).default(500),
+  retentionMs: z.number().int().min(60_000).default(7 * 24 * 3600 * 1000),
+});
+
+/** A pool profile with every default applied. */
+export type PoolProfile = Readonly<z.output<typeof PoolProfileSchema>>;
+
+/** Fleet options with every default applied; `dataDir` is absolute. */
+export interface ResolvedFleetOptions
+  extends Readonly<Omit<z.output<typeof FleetOptionsSchema>, "pools" | "nodeId">> {
+  readonly nodeId: string;
+  readonly pools: readonly PoolProfile[];
+}
+
+/** The default node id: host name and pid, reduced to allowed characters. */
+export function defaultNodeId(): string {
+  return `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64);
+}
+
+/** Validates `options` and applies defaults; throws {@link ConfigError} with every problem. */
+export function resolveFleetOptions(options: FleetOptions = {}): ResolvedFleetOptions {
+  const parsed = FleetOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    throw new ConfigError(`invalid fleet options: ${z.prettifyError(parsed.error)}`, {
+      cause: parsed.error,
+    });
+  }
+  const o = parsed.data;
+  const pools = o.pools ?? [PoolProfileSchema.parse({})];
+  const names = new Set<string>();
+  for (const p of pools) {
+    if (names.has(p.name)) throw new ConfigError(`duplicate pool name: ${p.name}`);
+    names.add(p.name);
+    if (p.minIdle > p.max) throw new ConfigError(`pool ${p.name}: minIdle ${p.minIdle} > max ${p.max}`);
+  }
+  return Object.freeze({
+    ...o,
+    dataDir: path.resolve(o.dataDir),
+    nodeId: o.nodeId ?? defaultNodeId(),
+    pools: Object.freeze(pools.map((p) => Object.freeze(p))),
+  });
+}
+
+/** Validates one pool profile on its own (used by the CLI's `--pool` flags). */
+export function resolvePoolProfile(options: PoolProfileOptions = {}): PoolProfile {
+  const parsed = PoolProfileSchema.safeParse(options);
+  if (!parsed.success) throw new ConfigError(`invalid pool profile: ${z.prettifyError(parsed.error)}`);
+  return Object.freeze(parsed.data);
+}

@@ -1,0 +1,94 @@
+/**
+ * The JSON-lines protocol between a host (the container actor) and the agent
+ * process in the container, one JSON object per line on stdio. Both sides
+ * validate every line; a line that does not parse is a protocol error.
+ */
+import { z } from "zod";
+import { ErrorInfoSchema } from "./api-schemas.js";
+
+/** Host → agent: run one turn. */
+export const TurnMessageSchema = z.object({
+  type: z.literal("turn"),
+  taskId: z.string(),
+  attempt: z.number().int().positive(),
+  tenant: z.string(),
+  session: z.string(),
+  input: z.string(),
+  /** Behaviour files (name → markdown) for this turn. */
+  behavior: z.record(z.string(), z.string()).default({}),
+  /** Steps up to and including this index are already checkpointed: skip them. */
+  resumeAfter: z.number().int().min(0).default(0),
+  /** Outputs of the checkpointed steps, in order (index 0 is step 1). */
+  steps: z.array(z.unknown()).default([]),
+});
+export type TurnMessage = z.input<typeof TurnMessageSchema>;
+
+/** Host → agent: the checkpoint of step `step` is durable; the agent may go on. */
+export const AckMessageSchema = z.object({ type: z.literal("ack"), step: z.number().int().positive() });
+
+/** Host → agent: stop the current turn now. */
+export const CancelMessageSchema = z.object({ type: z.literal("cancel") });
+
+export const HostMessageSchema = z.discriminatedUnion("type", [
+  TurnMessageSchema,
+  AckMessageSchema,
+  CancelMessageSchema,
+]);
+export type HostMessage = z.input<typeof HostMessageSchema>;
+
+/** Agent → host: ready for a turn (sent once after start). */
+export const ReadyMessageSchema = z.object({ type: z.literal("ready"), agent: z.string().optional() });
+
+/** Agent → host: checkpoint of step `step` (1-based); the agent waits for its ack. */
+export const StepMessageSchema = z.object({
+  type: z.literal("step"),
+  step: z.number().int().positive(),
+  name: z.string().optional(),
+  output: z.unknown().optional(),
+});
+
+/** Agent → host: a side effect to deliver through the outbox (keyed taskId/step). */
+export const EffectMessageSchema = z.object({
+  type: z.literal("effect"),
+  step: z.number().int().positive(),
+  kind: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  payload: z.unknown(),
+});
+
+export const LogMessageSchema = z.object({
+  type: z.literal("log"),
+  level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  msg: z.string(),
+});
+
+export const HeartbeatMessageSchema = z.object({ type: z.literal("heartbeat") });
+
+export const ResultMessageSchema = z.object({
+  type: z.literal("result"),
+  taskId: z.string(),
+  output: z.string(),
+});
+
+export const ErrorMessageSchema = z.object({
+  type: z.literal("error"),
+  taskId: z.string(),
+  error: ErrorInfoSchema,
+  /** Whether another attempt could succeed; agents report bad input as terminal. */
+  retryable: z.boolean().default(false),
+});
+
+export const AgentMessageSchema = z.discriminatedUnion("type", [
+  ReadyMessageSchema,
+  StepMessageSchema,
+  EffectMessageSchema,
+  LogMessageSchema,
+  HeartbeatMessageSchema,
+  ResultMessageSchema,
+  ErrorMessageSchema,
+]);
+export type AgentMessage = z.output<typeof AgentMessageSchema>;
+
+/** Serialises one protocol message as a line. */
+export function encodeLine(msg: unknown): string {
+  return `${JSON.stringify(msg)}\n`;
+}

@@ -1,0 +1,117 @@
+/**
+ * Messages between roles (gateway, orchestrator, node). They cross process
+ * boundaries, so each has a zod schema and every receiver validates it.
+ */
+import { z } from "zod";
+import { ErrorInfoSchema, PrioritySchema, RungSchema } from "./api-schemas.js";
+
+/** A submitted task as stored in the tasks stream (the durable copy of its input). */
+export const SubmissionSchema = z.object({
+  taskId: z.string(),
+  tenant: z.string(),
+  session: z.string(),
+  input: z.string(),
+  priority: PrioritySchema,
+  timeoutMs: z.number().optional(),
+  createdAt: z.string(),
+});
+export type Submission = z.infer<typeof SubmissionSchema>;
+
+export const ContainerStateSchema = z.enum([
+  "starting",
+  "idle",
+  "busy",
+  "reserved",
+  "restoring",
+  "syncing",
+  "draining",
+  "failed",
+  "stopped",
+]);
+/** Container lifecycle states (DESIGN.md); the process pool uses a subset. */
+export type ContainerState = z.infer<typeof ContainerStateSchema>;
+
+/** One container as its node publishes it in the containers bucket. */
+export const ContainerInfoSchema = z.object({
+  id: z.string(),
+  node: z.string(),
+  pool: z.string(),
+  runtime: z.string(),
+  state: ContainerStateSchema,
+  /** The session whose working copy the container holds (busy with it, or warm). */
+  tenant: z.string().optional(),
+  session: z.string().optional(),
+  taskId: z.string().optional(),
+  updatedAt: z.string(),
+});
+export type ContainerInfo = z.infer<typeof ContainerInfoSchema>;
+
+export const PoolSummarySchema = z.object({
+  node: z.string(),
+  name: z.string(),
+  runtime: z.string(),
+  minIdle: z.number(),
+  max: z.number(),
+  size: z.number(),
+  states: z.record(z.string(), z.number()),
+});
+
+/** A node's heartbeat in the nodes bucket; stale past the node timeout means dead. */
+export const NodeHeartbeatSchema = z.object({
+  id: z.string(),
+  startedAt: z.string(),
+  at: z.string(),
+  pools: z.array(PoolSummarySchema),
+});
+export type NodeHeartbeat = z.infer<typeof NodeHeartbeatSchema>;
+
+/** Orchestrator → node: run this attempt on `container`, or on a new container of `pool`. */
+export const DispatchRequestSchema = z.object({
+  taskId: z.string(),
+  attempt: z.number().int().positive(),
+  tenant: z.string(),
+  session: z.string(),
+  input: z.string(),
+  timeoutMs: z.number().optional(),
+  rung: RungSchema,
+  pool: z.string(),
+  container: z.string().optional(),
+});
+export type DispatchRequest = z.infer<typeof DispatchRequestSchema>;
+
+export const DispatchReplySchema = z.discriminatedUnion("accepted", [
+  z.object({ accepted: z.literal(true), container: z.string() }),
+  z.object({ accepted: z.literal(false), reason: z.string() }),
+]);
+export type DispatchReply = z.infer<typeof DispatchReplySchema>;
+
+/** Orchestrator → node: stop this attempt of a task. */
+export const NodeCancelSchema = z.object({ taskId: z.string(), attempt: z.number().int().positive() });
+export type NodeCancel = z.infer<typeof NodeCancelSchema>;
+
+export const TaskEventTypeSchema = z.enum(["started", "step", "effect", "log", "succeeded", "failed"]);
+
+/** Node → orchestrator (through the events stream): what happened to one attempt. */
+export const TaskEventSchema = z.object({
+  type: TaskEventTypeSchema,
+  taskId: z.string(),
+  attempt: z.number().int().positive(),
+  node: z.string(),
+  container: z.string(),
+  at: z.string(),
+  step: z.number().int().positive().optional(),
+  output: z.string().optional(),
+  error: ErrorInfoSchema.optional(),
+  retryable: z.boolean().optional(),
+  message: z.string().optional(),
+});
+export type TaskEvent = z.infer<typeof TaskEventSchema>;
+
+/** The leading orchestrator's answer to `<prefix>.ctl.status`. */
+export const OrchestratorStatusSchema = z.object({
+  id: z.string(),
+  since: z.string(),
+  queueDepth: z.number(),
+  running: z.number(),
+});
+export type OrchestratorStatus = z.infer<typeof OrchestratorStatusSchema>;

@@ -1,0 +1,66 @@
+/**
+ * Every subject, stream, bucket and object store name the fleet uses, derived from
+ * one configurable prefix so several fleets can share a NATS account.
+ */
+export interface FleetSubjects {
+  readonly prefix: string;
+  /** Service group of the public API: `<prefix>.api`. */
+  readonly api: string;
+  /** Submissions: `<prefix>.tasks.<tenant>.<session>` into the tasks stream. */
+  task(tenant: string, session: string): string;
+  readonly tasksWildcard: string;
+  /** Final task records: `<prefix>.results.<taskId>`. */
+  result(taskId: string): string;
+  readonly resultsWildcard: string;
+  /** Task lifecycle events from nodes: `<prefix>.events.task.<taskId>`. */
+  taskEvent(taskId: string): string;
+  readonly taskEventsWildcard: string;
+  /** Agent side effects: `<prefix>.effects.<tenant>.<kind>`. */
+  effect(tenant: string, kind: string): string;
+  readonly effectsWildcard: string;
+  /** Commands to one node: `<prefix>.node.<node>.<verb>`. */
+  node(nodeId: string, verb: "dispatch" | "cancel"): string;
+  /** Requests to the leading orchestrator: `<prefix>.ctl.<verb>`. */
+  ctl(verb: "cancel" | "status"): string;
+  readonly streams: { readonly tasks: string; readonly events: string; readonly results: string; readonly effects: string };
+  readonly buckets: { readonly tasks: string; readonly nodes: string; readonly containers: string; readonly leases: string };
+  /** Durable consumer names of the orchestrator. */
+  readonly consumers: { readonly tasks: string; readonly events: string };
+}
+
+/** Prefixes are one or more NATS tokens of `[A-Za-z0-9_-]`. */
+export const PREFIX_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+/** Derives all names from `prefix` (default `fleet`). */
+export function fleetSubjects(prefix = "fleet"): FleetSubjects {
+  if (!PREFIX_PATTERN.test(prefix)) throw new Error(`invalid subject prefix: ${prefix}`);
+  const upper = prefix.replaceAll(".", "_").toUpperCase();
+  const lower = prefix.replaceAll(".", "_");
+  return {
+    prefix,
+    api: `${prefix}.api`,
+    task: (tenant, session) => `${prefix}.tasks.${tenant}.${session}`,
+    tasksWildcard: `${prefix}.tasks.>`,
+    result: (taskId) => `${prefix}.results.${taskId}`,
+    resultsWildcard: `${prefix}.results.>`,
+    taskEvent: (taskId) => `${prefix}.events.task.${taskId}`,
+    taskEventsWildcard: `${prefix}.events.task.>`,
+    effect: (tenant, kind) => `${prefix}.effects.${tenant}.${kind}`,
+    effectsWildcard: `${prefix}.effects.>`,
+    node: (nodeId, verb) => `${prefix}.node.${nodeId}.${verb}`,
+    ctl: (verb) => `${prefix}.ctl.${verb}`,
+    streams: {
+      tasks: `${upper}_TASKS`,
+      events: `${upper}_EVENTS`,
+      results: `${upper}_RESULTS`,
+      effects: `${upper}_EFFECTS`,
+    },
+    buckets: {
+      tasks: `${lower}_tasks`,
+      nodes: `${lower}_nodes`,
+      containers: `${lower}_containers`,
+      leases: `${lower}_leases`,
+    },
+    consumers: { tasks: "orchestrator", events: "orchestrator-events" },
+  };
+}
