@@ -61,7 +61,12 @@ export const NodeHeartbeatSchema = z.object({
   id: z.string(),
   startedAt: z.string(),
   at: z.string(),
+  /** Increases with every heartbeat of this node process, so stale puts are recognisable. */
+  seq: z.number().int().nonnegative(),
+  /** Set on a clean shutdown: the node takes no more work. */
+  stopping: z.boolean().optional(),
   pools: z.array(PoolSummarySchema),
+  containers: z.array(ContainerInfoSchema),
 });
 export type NodeHeartbeat = z.infer<typeof NodeHeartbeatSchema>;
 

@@ -1,0 +1,223 @@
+/**
+ * The container actor: one per container on a node, child of its pool.
+ *
+ * `starting → idle ⇄ busy → idle`, `failed` when the agent dies or cannot
+ * start, `stopping → stopped` on request. It holds at most one session's
+ * working copy: after a successful turn the container stays warm for that
+ * session; after a failed one its copy is suspect and it holds nothing.
+ *
+ * All I/O is in named actors the node runtime provides (`startContainer`,
+ * `runTask`, `watchExit`, `stopContainer`), so the machine is testable alone.
+ */
+import { assign, fromCallback, fromPromise, sendParent, setup } from "xstate";
+import type { ContainerHandle, ExitInfo } from "../adapters/pool-adapter.js";
+import type { ContainerState, DispatchRequest } from "../protocol/fleet-messages.js";
+
+/** How a turn ended, from the container's point of view. */
+export interface TaskOutcome {
+  /** The turn succeeded and the session's state was saved. */
+  readonly ok: boolean;
+  /** The agent is still alive and may take another turn. */
+  readonly agentAlive: boolean;
+}
+
+export interface ContainerMachineInput {
+  readonly id: string;
+  readonly pool: string;
+  /** A task to run as soon as the container is up (a "new container" placement). */
+  readonly task?: DispatchRequest;
+}
+
+export interface ContainerContext {
+  id: string;
+  pool: string;
+  handle: ContainerHandle | null;
+  task: DispatchRequest | null;
+  abort: AbortController | null;
+  /** The session whose working copy this container holds. */
+  warm: { tenant: string; session: string } | null;
+  error: string | null;
+}
+
+export type ContainerEvent =
+  | { type: "ASSIGN"; task: DispatchRequest }
+  | { type: "CANCEL"; taskId: string; attempt: number }
+  | { type: "AGENT_EXITED"; info: ExitInfo }
+  | { type: "STOP" };
+
+export interface RunTaskInput {
+  readonly handle: ContainerHandle;
+  readonly containerId: string;
+  readonly task: DispatchRequest;
+  readonly warm: { tenant: string; session: string } | null;
+  readonly signal: AbortSignal;
+}
+
+/** The container machine; its named actors are provided by the node runtime. */
+export const containerMachine = setup({
+  types: {
+    context: {} as ContainerContext,
+    events: {} as ContainerEvent,
+    input: {} as ContainerMachineInput,
+  },
+  actors: {
+    startContainer: fromPromise<ContainerHandle, { id: string; pool: string }>(async () => {
+      throw new Error("startContainer is provided by the node runtime");
+    }),
+    runTask: fromPromise<TaskOutcome, RunTaskInput>(async () => {
+      throw new Error("runTask is provided by the node runtime");
+    }),
+    watchExit: fromCallback<ContainerEvent, ContainerHandle>(({ sendBack, input }) =>
+      input.onExit((info) => sendBack({ type: "AGENT_EXITED", info })),
+    ),
+    stopContainer: fromPromise<void, ContainerHandle | null>(async ({ input }) => {
+      await input?.stop();
+    }),
+  },
+  actions: {
+    notifyUp: sendParent(({ context }: { context: ContainerContext }) => ({
+      type: "CONTAINER_UP",
+      id: context.id,
+    })),
+    notifyGone: sendParent(({ context }: { context: ContainerContext }) => ({
+      type: "CONTAINER_GONE",
+      id: context.id,
+      failedToStart: context.handle === null,
+    })),
+  },
+}).createMachine({
+  id: "container",
+  context: ({ input }) => ({
+    id: input.id,
+    pool: input.pool,
+    handle: null,
+    task: input.task ?? null,
+    abort: null,
+    warm: null,
+    error: null,
+  }),
+  initial: "starting",
+  on: { STOP: ".stopping" },
+  states: {
+    starting: {
+      invoke: {
+        src: "startContainer",
+        input: ({ context }) => ({ id: context.id, pool: context.pool }),
+        onDone: { target: "up", actions: assign({ handle: ({ event }) => event.output }) },
+        onError: {
+          target: "failed",
+          actions: assign({
+            error: ({ event }) => (event.error as Error)?.message ?? "start failed",
+          }),
+        },
+      },
+    },
+    up: {
+      entry: "notifyUp",
+      invoke: { src: "watchExit", input: ({ context }) => context.handle! },
+      initial: "route",
+      states: {
+        route: {
+          always: [
+            { guard: ({ context }) => context.task !== null, target: "busy" },
+            { target: "idle" },
+          ],
+        },
+        idle: {
+          on: {
+            ASSIGN: { target: "busy", actions: assign({ task: ({ event }) => event.task }) },
+            AGENT_EXITED: {
+              target: "#container.failed",
+              actions: assign({ error: ({ event }) => event.info.error.message }),
+            },
+          },
+        },
+        busy: {
+          entry: assign({ abort: () => new AbortController() }),
+          invoke: {
+            src: "runTask",
+            input: ({ context }) => ({
+              handle: context.handle!,
+              containerId: context.id,
+              task: context.task!,
+              warm: context.warm,
+              signal: context.abort!.signal,
+            }),
+            onDone: [
+              {
+                guard: ({ event }) => !event.output.agentAlive,
+                target: "#container.failed",
+                actions: assign({ error: "agent died during a turn", task: null, warm: null }),
+              },
+              {
+                target: "idle",
+                actions: assign({
+                  warm: ({ context, event }) =>
+                    event.output.ok
+                      ? { tenant: context.task!.tenant, session: context.task!.session }
+                      : null,
+                  task: null,
+                }),
+              },
+            ],
+            onError: {
+              target: "#container.failed",
+              actions: assign({
+                error: ({ event }) => (event.error as Error)?.message ?? "turn failed",
+                warm: null,
+              }),
+            },
+          },
+          on: {
+            CANCEL: {
+              guard: ({ context, event }) =>
+                context.task?.taskId === event.taskId && context.task.attempt === event.attempt,
+              actions: ({ context }) => context.abort?.abort("cancel"),
+            },
+          },
+          // Leaving busy any other way than the turn's end (a stop) ends the turn as retryable.
+          exit: [({ context }) => context.abort?.abort("shutdown"), assign({ abort: null })],
+        },
+      },
+    },
+    failed: {
+      invoke: {
+        src: "stopContainer",
+        input: ({ context }) => context.handle,
+        onDone: "gone",
+        onError: "gone",
+      },
+      on: { STOP: {} },
+    },
+    stopping: {
+      invoke: {
+        src: "stopContainer",
+        input: ({ context }) => context.handle,
+        onDone: "stopped",
+        onError: "stopped",
+      },
+      on: { STOP: {} },
+    },
+    gone: { type: "final", entry: "notifyGone" },
+    stopped: { type: "final", entry: "notifyGone" },
+  },
+});
+
+/** The state a container shows the fleet, from its actor snapshot. */
+export function containerStateOf(snapshot: { value: unknown }): ContainerState {
+  const v = snapshot.value;
+  if (typeof v === "object" && v !== null && "up" in v) {
+    const sub = (v as { up: string }).up;
+    return sub === "busy" ? "busy" : sub === "idle" ? "idle" : "starting";
+  }
+  switch (v) {
+    case "starting":
+      return "starting";
+    case "stopping":
+      return "draining";
+    case "stopped":
+      return "stopped";
+    default:
+      return "failed";
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * `status`: the fleet as NATS knows it. Nodes and containers come from the
+ * nodes bucket (live heartbeats only), queue depth from the leading
+ * orchestrator; a fleet without a leader reports `queueDepth: null`.
+ */
+import type { FleetNats } from "../adapters/fleet-nats.js";
+import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/leader-lease.js";
+import type { Clock } from "../clock.js";
+import type { ResolvedFleetOptions } from "../fleet-options.js";
+import type { FleetStatus } from "../protocol/api-schemas.js";
+import { type NodeHeartbeat, NodeHeartbeatSchema, OrchestratorStatusSchema } from "../protocol/fleet-messages.js";
+
+/** Reads the fleet's status from NATS. */
+export async function readFleetStatus(
+  nats: FleetNats,
+  options: ResolvedFleetOptions,
+  clock: Clock,
+): Promise<FleetStatus> {
+  const nodes: NodeHeartbeat[] = [];
+  const keys = await nats.kv.nodes.keys();
+  for await (const key of keys) {
+    const entry = await nats.kv.nodes.get(key);
+    if (!entry || entry.operation !== "PUT") continue;
+    const hb = NodeHeartbeatSchema.safeParse(entry.json());
+    if (!hb.success) continue;
+    // A heartbeat older than the node timeout is a dead node's last word.
+    if (clock.now() - Date.parse(hb.data.at) > options.nodeTimeoutMs) continue;
+    nodes.push(hb.data);
+  }
+  const containers: Record<string, number> = {};
+  for (const n of nodes) for (const c of n.containers) containers[c.state] = (containers[c.state] ?? 0) + 1;
+
+  let queueDepth: number | null = null;
+  let orchestrator: FleetStatus["orchestrator"] = null;
+  try {
+    const reply = await nats.nc.request(nats.subjects.ctl("status"), "", { timeout: 1500 });
+    const s = OrchestratorStatusSchema.parse(reply.json());
+    queueDepth = s.queueDepth;
+    orchestrator = { id: s.id, since: s.since };
+  } catch {
+    const lease = await LeaderLease.read(nats.kv.leases, ORCHESTRATOR_LEASE_KEY).catch(() => null);
+    if (lease && lease.expiresAt > clock.now()) orchestrator = { id: lease.owner, since: lease.since };
+  }
+  return {
+    nodes: nodes.map((n) => ({ id: n.id, startedAt: n.startedAt, lastSeen: n.at, pools: n.pools })),
+    pools: nodes.flatMap((n) => n.pools),
+    containers,
+    queueDepth,
+    orchestrator,
+  };
+}

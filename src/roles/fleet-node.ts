@@ -1,0 +1,275 @@
+/**
+ * The node role: the pools and containers of one host. It answers dispatches
+ * from the orchestrator, runs turns, reports every step and outcome as events
+ * in JetStream, and announces itself and its containers in the nodes bucket
+ * on every change and at least once per heartbeat period.
+ */
+import { mkdir, rm } from "node:fs/promises";
+import path from "node:path";
+import type { Subscription } from "@nats-io/nats-core";
+import { type Actor, createActor, fromPromise, toPromise } from "xstate";
+import {
+  type ContainerContext,
+  containerMachine,
+  containerStateOf,
+} from "../actors/container-machine.js";
+import { type PoolContext, poolMachine, poolStates, refuseStart } from "../actors/pool-machine.js";
+import type { FleetNats } from "../adapters/fleet-nats.js";
+import { LocalWorkspaceStore, type WorkspaceStore } from "../adapters/local-workspace-store.js";
+import type { PoolAdapter } from "../adapters/pool-adapter.js";
+import { type Clock, every, isoNow, systemClock } from "../clock.js";
+import { type ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";
+import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
+import { type Logger, silentLogger } from "../logger.js";
+import {
+  type ContainerInfo,
+  type DispatchReply,
+  DispatchRequestSchema,
+  NodeCancelSchema,
+  type NodeHeartbeat,
+} from "../protocol/fleet-messages.js";
+import { TurnRunner } from "./turn-runner.js";
+
+/** What a node needs besides its options. */
+export interface FleetNodeDeps {
+  readonly nats: FleetNats;
+  /** Starts containers; one adapter serves every pool of the node. */
+  readonly adapter: PoolAdapter;
+  readonly store?: WorkspaceStore;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+type PoolActor = Actor<typeof poolMachine>;
+
+/** A running node. Create with {@link FleetNode.start}; stop with {@link FleetNode.stop}. */
+export class FleetNode {
+  readonly id: string;
+  private readonly pools = new Map<string, { profile: PoolProfile; actor: PoolActor }>();
+  private readonly subs: Subscription[] = [];
+  private readonly startedAt: string;
+  private seq = 0;
+  private stopping = false;
+  private heartbeatQueued = false;
+  private stopTicker: () => void = () => {};
+  private containerCount = 0;
+  private readonly events: TurnRunner;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly store: WorkspaceStore;
+  private readonly containersDir: string;
+
+  private constructor(
+    private readonly options: ResolvedFleetOptions,
+    private readonly deps: FleetNodeDeps,
+  ) {
+    this.id = options.nodeId;
+    this.clock = deps.clock ?? systemClock;
+    this.log = (deps.logger ?? silentLogger).child({ role: "node", node: this.id });
+    this.startedAt = isoNow(this.clock);
+    this.store = deps.store ?? new LocalWorkspaceStore(path.join(options.dataDir, "sessions"));
+    this.containersDir = path.join(options.dataDir, "nodes", this.id, "containers");
+    this.events = new TurnRunner(deps.nats, this.id, this.clock, this.log);
+  }
+
+  /** Starts the node's pools and begins serving dispatches. */
+  static async start(options: ResolvedFleetOptions, deps: FleetNodeDeps): Promise<FleetNode> {
+    const node = new FleetNode(options, deps);
+    await node.init();
+    return node;
+  }
+
+  private async init(): Promise<void> {
+    await mkdir(this.containersDir, { recursive: true });
+    const { nc, subjects } = this.deps.nats;
+    this.subs.push(
+      nc.subscribe(subjects.node(this.id, "dispatch"), { callback: (_e, m) => this.onDispatch(m) }),
+    );
+    this.subs.push(
+      nc.subscribe(subjects.node(this.id, "cancel"), { callback: (_e, m) => this.onCancel(m) }),
+    );
+    for (const profile of this.options.pools) this.startPool(profile);
+    await this.publishHeartbeat();
+    this.stopTicker = every(this.clock, this.options.nodeHeartbeatMs, () => this.queueHeartbeat());
+    this.log.info(
+      { pools: this.options.pools.map((p) => p.name), adapter: this.deps.adapter.kind },
+      "node up",
+    );
+  }
+
+  private startPool(profile: PoolProfile): void {
+    const logic = poolMachine.provide({
+      actors: {
+        container: containerMachine.provide({
+          actors: {
+            startContainer: fromPromise(async ({ input }) => {
+              const workspaceDir = path.join(this.containersDir, input.id);
+              await mkdir(workspaceDir, { recursive: true });
+              return this.deps.adapter.start({ id: input.id, profile, workspaceDir });
+            }),
+            runTask: fromPromise(async ({ input }) =>
+              this.events.runTask(input, profile, this.store),
+            ),
+            stopContainer: fromPromise(async ({ input }) => {
+              await input?.stop();
+              if (input) await rm(input.workspaceDir, { recursive: true, force: true });
+            }),
+          },
+        }),
+      },
+    });
+    const actor = createActor(logic, {
+      input: { name: profile.name, profile, newId: () => `${this.id}-${++this.containerCount}` },
+      clock: this.clock,
+      // Every snapshot in the pool's actor system (its containers too) may change what we announce.
+      inspect: (ev) => {
+        if (ev.type === "@xstate.snapshot") this.queueHeartbeat(ev.actorRef !== actor);
+      },
+    });
+    this.pools.set(profile.name, { profile, actor });
+    actor.start();
+  }
+
+  /** Coalesces bursts of changes into one heartbeat; optionally lets the pools top up first. */
+  private queueHeartbeat(checkPools = false): void {
+    if (checkPools && !this.stopping) {
+      queueMicrotask(() => {
+        for (const { actor } of this.pools.values()) actor.send({ type: "CHECK" });
+      });
+    }
+    if (this.heartbeatQueued) return;
+    this.heartbeatQueued = true;
+    setImmediate(() => {
+      this.heartbeatQueued = false;
+      this.publishHeartbeat().catch((err) =>
+        this.log.warn({ err: toErrorInfo(err) }, "heartbeat failed"),
+      );
+    });
+  }
+
+  /** This node's announcement: its pools and containers as they are now. */
+  heartbeat(): NodeHeartbeat {
+    const containers: ContainerInfo[] = [];
+    const pools = [];
+    for (const { profile, actor } of this.pools.values()) {
+      const ctx: PoolContext = actor.getSnapshot().context;
+      for (const ref of Object.values(ctx.containers)) {
+        const snap = ref.getSnapshot();
+        const c: ContainerContext = snap.context;
+        const holder = c.task ?? c.warm;
+        containers.push({
+          id: c.id,
+          node: this.id,
+          pool: profile.name,
+          runtime: profile.runtime,
+          state: containerStateOf(snap),
+          tenant: holder?.tenant,
+          session: holder?.session,
+          taskId: c.task?.taskId,
+          updatedAt: isoNow(this.clock),
+        });
+      }
+      pools.push({
+        node: this.id,
+        name: profile.name,
+        runtime: profile.runtime,
+        minIdle: profile.minIdle,
+        max: profile.max,
+        size: Object.keys(ctx.containers).length,
+        states: poolStates(ctx),
+      });
+    }
+    return {
+      id: this.id,
+      startedAt: this.startedAt,
+      at: isoNow(this.clock),
+      seq: ++this.seq,
+      stopping: this.stopping || undefined,
+      pools,
+      containers,
+    };
+  }
+
+  private async publishHeartbeat(): Promise<void> {
+    if (this.deps.nats.nc.isClosed()) return;
+    await this.deps.nats.kv.nodes.put(this.id, JSON.stringify(this.heartbeat()));
+  }
+
+  private onDispatch(msg: {
+    data: Uint8Array;
+    respond(data?: string): boolean;
+    json<T>(): T;
+  }): void {
+    const reply = (r: DispatchReply) => msg.respond(JSON.stringify(r));
+    const parsed = DispatchRequestSchema.safeParse(safeJson(msg));
+    if (!parsed.success) return void reply({ accepted: false, reason: "INVALID_REQUEST" });
+    const req = parsed.data;
+    if (this.stopping) return void reply({ accepted: false, reason: "NODE_STOPPING" });
+    const pool = this.pools.get(req.pool);
+    if (!pool) return void reply({ accepted: false, reason: "NO_SUCH_POOL" });
+    const ctx = pool.actor.getSnapshot().context;
+    // A repeated dispatch of the same attempt (a retried request) is answered, not run twice.
+    for (const ref of Object.values(ctx.containers)) {
+      const t = ref.getSnapshot().context.task;
+      if (t?.taskId === req.taskId && t.attempt === req.attempt) {
+        return void reply({ accepted: true, container: ref.getSnapshot().context.id });
+      }
+    }
+    if (req.container) {
+      const ref = ctx.containers[req.container];
+      if (!ref) return void reply({ accepted: false, reason: "NO_SUCH_CONTAINER" });
+      if (containerStateOf(ref.getSnapshot()) !== "idle")
+        return void reply({ accepted: false, reason: "CONTAINER_BUSY" });
+      ref.send({ type: "ASSIGN", task: req });
+      return void reply({ accepted: true, container: req.container });
+    }
+    const refusal = refuseStart(ctx);
+    if (refusal) return void reply({ accepted: false, reason: refusal });
+    const id = ctx.newId();
+    pool.actor.send({ type: "SPAWN", id, task: req });
+    reply({ accepted: true, container: id });
+  }
+
+  private onCancel(msg: { data: Uint8Array; respond(data?: string): boolean; json<T>(): T }): void {
+    const parsed = NodeCancelSchema.safeParse(safeJson(msg));
+    if (!parsed.success) return void msg.respond(JSON.stringify({ ok: false }));
+    let found = false;
+    for (const { actor } of this.pools.values()) {
+      for (const ref of Object.values(actor.getSnapshot().context.containers)) {
+        const t = ref.getSnapshot().context.task;
+        if (t?.taskId === parsed.data.taskId && t.attempt === parsed.data.attempt) {
+          ref.send({ type: "CANCEL", taskId: t.taskId, attempt: t.attempt });
+          found = true;
+        }
+      }
+    }
+    msg.respond(JSON.stringify({ ok: found }));
+  }
+
+  /** Stops taking work, stops every container, and removes the node from the fleet. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.stopTicker();
+    for (const s of this.subs) s.unsubscribe();
+    await this.publishHeartbeat().catch(() => {});
+    await Promise.all(
+      [...this.pools.values()].map(async ({ actor }) => {
+        actor.send({ type: "STOP" });
+        await toPromise(actor).catch(() => {});
+      }),
+    );
+    await this.events.flush();
+    if (!this.deps.nats.nc.isClosed())
+      await this.deps.nats.kv.nodes.delete(this.id).catch(() => {});
+    this.log.info({}, "node stopped");
+  }
+}
+
+function safeJson(msg: { json<T>(): T }): unknown {
+  try {
+    return msg.json();
+  } catch {
+    return undefined;
+  }
+}
