@@ -56,7 +56,9 @@ export interface FleetOptions {
   retentionMs?: number;
 }
 
-const IdToken = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-]");
+const IdToken = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-]");
 
 const PoolProfileSchema = z.strictObject({
   name: IdToken.default("default"),
@@ -81,7 +83,11 @@ const FleetOptionsSchema = z.strictObject({
   nodeTimeoutMs: z.number().int().min(50).default(5000),
   maxAttempts: z.number().int().min(1).default(5),
   retryBackoffMs: z.number().int().min(0).default(500),
-  retentionMs: z.number().int().min(60_000).default(7 * 24 * 3600 * 1000),
+  retentionMs: z
+    .number()
+    .int()
+    .min(60_000)
+    .default(7 * 24 * 3600 * 1000),
 });
 
 /** A pool profile with every default applied. */
@@ -113,7 +119,8 @@ export function resolveFleetOptions(options: FleetOptions = {}): ResolvedFleetOp
   for (const p of pools) {
     if (names.has(p.name)) throw new ConfigError(`duplicate pool name: ${p.name}`);
     names.add(p.name);
-    if (p.minIdle > p.max) throw new ConfigError(`pool ${p.name}: minIdle ${p.minIdle} > max ${p.max}`);
+    if (p.minIdle > p.max)
+      throw new ConfigError(`pool ${p.name}: minIdle ${p.minIdle} > max ${p.max}`);
   }
   return Object.freeze({
     ...o,
@@ -126,6 +133,7 @@ export function resolveFleetOptions(options: FleetOptions = {}): ResolvedFleetOp
 /** Validates one pool profile on its own (used by the CLI's `--pool` flags). */
 export function resolvePoolProfile(options: PoolProfileOptions = {}): PoolProfile {
   const parsed = PoolProfileSchema.safeParse(options);
-  if (!parsed.success) throw new ConfigError(`invalid pool profile: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new ConfigError(`invalid pool profile: ${z.prettifyError(parsed.error)}`);
   return Object.freeze(parsed.data);
 }

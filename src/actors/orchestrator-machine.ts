@@ -8,7 +8,10 @@
  */
 import { fromCallback, setup } from "xstate";
 
-export type OrchestratorEvent = { type: "ELECTED" } | { type: "DEPOSED"; reason: string } | { type: "STOP" };
+export type OrchestratorEvent =
+  | { type: "ELECTED" }
+  | { type: "DEPOSED"; reason: string }
+  | { type: "STOP" };
 
 /** The orchestrator machine; provide `campaign` and `lead` with `.provide({ actors })`. */
 export const orchestratorMachine = setup({

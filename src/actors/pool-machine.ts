@@ -169,7 +169,9 @@ export const poolMachine = setup({
         },
       },
     },
-    stopped: { type: "final" },
+    // Not a final state: the last children's done events still arrive after their
+    // CONTAINER_GONE, and a finished actor would drop them with a warning.
+    stopped: {},
   },
 });
 

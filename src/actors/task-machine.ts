@@ -173,8 +173,14 @@ export const taskMachine = setup({
             guard: ({ context }) => context.record.attempts + 1 < context.maxAttempts,
             target: "retrying",
             actions: assign({
-              record: ({ context }) => ({ ...context.record, attempts: context.record.attempts + 1 }),
-              lastError: ({ event }) => ({ code: "DISPATCH_FAILED", message: errorMessage(event.error) }),
+              record: ({ context }) => ({
+                ...context.record,
+                attempts: context.record.attempts + 1,
+              }),
+              lastError: ({ event }) => ({
+                code: "DISPATCH_FAILED",
+                message: errorMessage(event.error),
+              }),
             }),
           },
           {

@@ -35,7 +35,7 @@ export class LeaderLease {
     const entry = await this.kv.get(this.key);
     const now = this.clock.now();
     try {
-      if (!entry || entry.operation !== "PUT") {
+      if (entry?.operation !== "PUT") {
         this.since = new Date(now).toISOString();
         this.revision = entry
           ? await this.kv.update(this.key, this.encode(now), entry.revision)
@@ -80,6 +80,10 @@ export class LeaderLease {
   }
 
   private encode(now: number): string {
-    return JSON.stringify({ owner: this.owner, expiresAt: now + this.ttlMs, since: this.since } satisfies LeaseValue);
+    return JSON.stringify({
+      owner: this.owner,
+      expiresAt: now + this.ttlMs,
+      since: this.since,
+    } satisfies LeaseValue);
   }
 }

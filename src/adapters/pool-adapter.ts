@@ -46,7 +46,11 @@ export interface ContainerHandle {
    * (agent crash or hang: retryable; script error, timeout, cancel: terminal).
    * Aborting `signal` cancels the turn (`CANCELED`).
    */
-  runTurn(turn: TurnMessage, hooks: TurnHooks, options: { timeoutMs: number; signal: AbortSignal }): Promise<string>;
+  runTurn(
+    turn: TurnMessage,
+    hooks: TurnHooks,
+    options: { timeoutMs: number; signal: AbortSignal },
+  ): Promise<string>;
   /** Whether the agent process is alive and speaking the protocol. */
   readonly alive: boolean;
   /** Called once if the agent or container dies on its own (crash, hang, kill). */

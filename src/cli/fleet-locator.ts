@@ -19,7 +19,9 @@ export function dataDirOf(flags: LocatorFlags): string {
 }
 
 /** The NATS URL and prefix to use, or a ConfigError saying how to provide one. */
-export async function locateFleet(flags: LocatorFlags): Promise<{ natsUrl: string; prefix: string }> {
+export async function locateFleet(
+  flags: LocatorFlags,
+): Promise<{ natsUrl: string; prefix: string }> {
   const prefix = flags.prefix ?? process.env.CLAWFLEET_PREFIX;
   const url = flags.nats ?? process.env.CLAWFLEET_NATS_URL;
   if (url) return { natsUrl: url, prefix: prefix ?? "fleet" };

@@ -7,11 +7,16 @@ import { readFile } from "node:fs/promises";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ClawfleetError, ConfigError, toErrorInfo } from "../errors.js";
 import { type FleetOptions, resolveFleetOptions } from "../fleet-options.js";
-import { FleetClient } from "../gateway/fleet-client.js";
 import { SERVICE_VERSION } from "../gateway/api-service.js";
+import { FleetClient } from "../gateway/fleet-client.js";
 import type { Logger } from "../logger.js";
 import type { Priority, TaskRecord } from "../protocol/api-schemas.js";
-import { type RoleName, type RunningRole, startLocalFleet, startRole } from "../roles/fleet-roles.js";
+import {
+  type RoleName,
+  type RunningRole,
+  startLocalFleet,
+  startRole,
+} from "../roles/fleet-roles.js";
 import { dataDirOf, type LocatorFlags, locateFleet } from "./fleet-locator.js";
 import { LOG_LEVELS, type LogLevel, pinoLogger } from "./pino-logger.js";
 import { printStatus, printTask } from "./print.js";
@@ -28,7 +33,8 @@ interface RoleFlags extends LocatorFlags {
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError(`${name} must be a whole number`);
   return n;
 };
 
@@ -42,7 +48,9 @@ async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
       throw new ConfigError(`cannot read config ${flags.config}: ${(err as Error).message}`);
     }
   }
-  const natsUrl = needsUrl ? (await locateFleet(flags)).natsUrl : (flags.nats ?? process.env.CLAWFLEET_NATS_URL);
+  const natsUrl = needsUrl
+    ? (await locateFleet(flags)).natsUrl
+    : (flags.nats ?? process.env.CLAWFLEET_NATS_URL);
   const pool = { ...(base.pools?.[0] ?? {}) };
   if (flags.minIdle !== undefined) pool.minIdle = flags.minIdle;
   if (flags.max !== undefined) pool.max = flags.max;
@@ -59,7 +67,10 @@ async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
 
 function withFleetFlags(cmd: Command): Command {
   return cmd
-    .option("--nats <url>", "NATS server URL (default: $CLAWFLEET_NATS_URL, then fleet.json in the data dir)")
+    .option(
+      "--nats <url>",
+      "NATS server URL (default: $CLAWFLEET_NATS_URL, then fleet.json in the data dir)",
+    )
     .option("--data-dir <dir>", "data directory (default: $CLAWFLEET_DATA_DIR or .clawfleet)")
     .option("--prefix <prefix>", "subject prefix (default: fleet)");
 }
@@ -68,10 +79,14 @@ function withRoleFlags(cmd: Command): Command {
   return withFleetFlags(cmd)
     .option("--id <name>", "this process's id in records and status (default: <hostname>-<pid>)")
     .option("--config <file>", "JSON file of FleetOptions")
-    .addOption(new Option("--log-level <level>", "log level on stderr").choices(LOG_LEVELS).default("info"))
+    .addOption(
+      new Option("--log-level <level>", "log level on stderr").choices(LOG_LEVELS).default("info"),
+    )
     .option("--min-idle <n>", "warm idle containers to keep", int("--min-idle"))
     .option("--max <n>", "most containers in the pool", int("--max"))
-    .addOption(new Option("--sandbox <kind>", "agent confinement").choices(["auto", "bwrap", "none"]));
+    .addOption(
+      new Option("--sandbox <kind>", "agent confinement").choices(["auto", "bwrap", "none"]),
+    );
 }
 
 /** Runs until a signal, then stops the roles cleanly. */
@@ -91,7 +106,9 @@ async function runRoles(roles: RoleName[], flags: RoleFlags): Promise<void> {
   const logger = pinoLogger(flags.logLevel);
   const running: RunningRole[] = [];
   for (const r of roles) running.push(await startRole(r, options, { logger }));
-  process.stdout.write(`clawfleet ${roles.join(" + ")} ${options.nodeId} connected to ${options.natsUrl}\n`);
+  process.stdout.write(
+    `clawfleet ${roles.join(" + ")} ${options.nodeId} connected to ${options.natsUrl}\n`,
+  );
   await serve(async () => {
     for (const r of running.reverse()) await r.stop();
   }, logger);
@@ -133,19 +150,25 @@ function withTaskFlags(cmd: Command): Command {
     .requiredOption("-s, --session <id>", "session id ([A-Za-z0-9_-], 1-128)")
     .option("-t, --tenant <id>", "tenant id (default: default)")
     .option("-k, --idempotency-key <key>", "the same key submits the same task once")
-    .addOption(new Option("-p, --priority <p>", "scheduling priority").choices(["low", "normal", "high"]))
+    .addOption(
+      new Option("-p, --priority <p>", "scheduling priority").choices(["low", "normal", "high"]),
+    )
     .option("--timeout <ms>", "turn deadline once running", int("--timeout"));
 }
 
 /** Builds the command tree. */
 export function buildProgram(): Command {
   const program = new Command("clawfleet")
-    .description("Host long-running, stateful AI agents for many users on a fixed pool of containers.")
+    .description(
+      "Host long-running, stateful AI agents for many users on a fixed pool of containers.",
+    )
     .version(SERVICE_VERSION)
     .showHelpAfterError();
 
   withRoleFlags(program.command("up"))
-    .description("run a one-node fleet in this process: embedded nats-server, orchestrator, node and gateway")
+    .description(
+      "run a one-node fleet in this process: embedded nats-server, orchestrator, node and gateway",
+    )
     .option("--install-nats", "install nats-server with apt-get when missing (Debian, as root)")
     .action(async (flags: RoleFlags) => {
       const options = await roleOptions(flags, false);
@@ -182,7 +205,10 @@ export function buildProgram(): Command {
       if (f.json) process.stdout.write(`${JSON.stringify(task, null, 2)}\n`);
       else if (task.status === "succeeded") process.stdout.write(`${task.output ?? ""}\n`);
       if (task.status !== "succeeded") {
-        throw new ClawfleetError(task.error?.code ?? "FAILED", `task ${task.taskId} ${task.status}: ${task.error?.message ?? ""}`);
+        throw new ClawfleetError(
+          task.error?.code ?? "FAILED",
+          `task ${task.taskId} ${task.status}: ${task.error?.message ?? ""}`,
+        );
       }
     });
 
@@ -200,7 +226,9 @@ export function buildProgram(): Command {
     .option("--json", "print JSON")
     .action(async (taskId: string, f: LocatorFlags & { json?: boolean }) => {
       const task = await withClient(f, (c) => c.task(taskId));
-      process.stdout.write(f.json ? `${JSON.stringify(task, null, 2)}\n` : printTask(task as TaskRecord));
+      process.stdout.write(
+        f.json ? `${JSON.stringify(task, null, 2)}\n` : printTask(task as TaskRecord),
+      );
     });
 
   withFleetFlags(program.command("cancel"))
@@ -226,6 +254,8 @@ try {
   await buildProgram().parseAsync(process.argv);
 } catch (err) {
   const info = toErrorInfo(err);
-  process.stderr.write(`clawfleet: ${info.code === "INTERNAL" ? "" : `${info.code}: `}${info.message}\n`);
+  process.stderr.write(
+    `clawfleet: ${info.code === "INTERNAL" ? "" : `${info.code}: `}${info.message}\n`,
+  );
   process.exitCode = 1;
 }

@@ -30,14 +30,23 @@ export function printStatus(s: FleetStatus): string {
   const lines = [
     `orchestrator  ${s.orchestrator ? `${s.orchestrator.id} (leading since ${s.orchestrator.since})` : "none"}`,
     `queue depth   ${s.queueDepth ?? "unknown"}`,
-    `containers    ${Object.entries(s.containers).map(([k, v]) => `${k} ${v}`).join(", ") || "none"}`,
+    `containers    ${
+      Object.entries(s.containers)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ") || "none"
+    }`,
     `nodes         ${s.nodes.length}`,
   ];
   for (const n of s.nodes) {
     lines.push(`  ${n.id} (last seen ${n.lastSeen})`);
     for (const p of n.pools) {
-      const states = Object.entries(p.states).map(([k, v]) => `${k} ${v}`).join(", ") || "empty";
-      lines.push(`    pool ${p.name} [${p.runtime}] ${p.size}/${p.max} (minIdle ${p.minIdle}): ${states}`);
+      const states =
+        Object.entries(p.states)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ") || "empty";
+      lines.push(
+        `    pool ${p.name} [${p.runtime}] ${p.size}/${p.max} (minIdle ${p.minIdle}): ${states}`,
+      );
     }
   }
   return `${lines.join("\n")}\n`;

@@ -9,15 +9,21 @@ import { type Service, type ServiceMsg, Svcm } from "@nats-io/services";
 import { z } from "zod";
 import type { FleetNats } from "../adapters/fleet-nats.js";
 import { type Clock, systemClock } from "../clock.js";
-import { ClawfleetError, NotFoundError, TimeoutError, toErrorInfo, ValidationError } from "../errors.js";
+import {
+  ClawfleetError,
+  NotFoundError,
+  TimeoutError,
+  toErrorInfo,
+  ValidationError,
+} from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import { type Logger, silentLogger } from "../logger.js";
 import {
   isTerminal,
   RunRequestSchema,
   SubmitRequestSchema,
-  type TaskRecord,
   TaskIdRequestSchema,
+  type TaskRecord,
   TaskRecordSchema,
 } from "../protocol/api-schemas.js";
 import { readFleetStatus } from "./fleet-status.js";
@@ -79,12 +85,24 @@ export class ApiService {
         const reply = await nats.nc
           .request(nats.subjects.ctl("cancel"), JSON.stringify(req), { timeout: 10_000 })
           .catch((err) => {
-            throw new ClawfleetError("NO_ORCHESTRATOR", `no orchestrator answered: ${(err as Error).message}`, {
-              retryable: true,
-            });
+            throw new ClawfleetError(
+              "NO_ORCHESTRATOR",
+              `no orchestrator answered: ${(err as Error).message}`,
+              {
+                retryable: true,
+              },
+            );
           });
-        const body2 = reply.json<{ ok: boolean; task?: TaskRecord; error?: { code: string; message: string } }>();
-        if (!body2.ok) throw new ClawfleetError(body2.error?.code ?? "INTERNAL", body2.error?.message ?? "cancel failed");
+        const body2 = reply.json<{
+          ok: boolean;
+          task?: TaskRecord;
+          error?: { code: string; message: string };
+        }>();
+        if (!body2.ok)
+          throw new ClawfleetError(
+            body2.error?.code ?? "INTERNAL",
+            body2.error?.message ?? "cancel failed",
+          );
         return { task: body2.task };
       },
       status: async () => readFleetStatus(nats, options, clock),
@@ -123,8 +141,13 @@ async function respond(msg: ServiceMsg, handler: Handler, log: Logger): Promise<
     msg.respond(JSON.stringify({ ok: true, ...result }));
   } catch (err) {
     const info = toErrorInfo(err);
-    if (!(err instanceof ClawfleetError)) log.error({ err: info, subject: msg.subject }, "unexpected error");
-    msg.respondError(err instanceof ValidationError ? 400 : 500, info.message, JSON.stringify({ ok: false, error: info }));
+    if (!(err instanceof ClawfleetError))
+      log.error({ err: info, subject: msg.subject }, "unexpected error");
+    msg.respondError(
+      err instanceof ValidationError ? 400 : 500,
+      info.message,
+      JSON.stringify({ ok: false, error: info }),
+    );
   }
 }
 
@@ -151,7 +174,9 @@ function waitForResult(nats: FleetNats, taskId: string, waitMs: number) {
     timer = setTimeout(
       () =>
         reject(
-          new TimeoutError(`task ${taskId} did not finish within ${waitMs} ms; it goes on (fleet.api.task to follow it)`),
+          new TimeoutError(
+            `task ${taskId} did not finish within ${waitMs} ms; it goes on (fleet.api.task to follow it)`,
+          ),
         ),
       waitMs,
     );

@@ -5,7 +5,13 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { ClawfleetError, ConfigError, TimeoutError } from "../errors.js";
-import type { FleetStatus, RunRequest, SubmitRequest, TaskRecord, TaskStatus } from "../protocol/api-schemas.js";
+import type {
+  FleetStatus,
+  RunRequest,
+  SubmitRequest,
+  TaskRecord,
+  TaskStatus,
+} from "../protocol/api-schemas.js";
 import { fleetSubjects } from "../protocol/fleet-subjects.js";
 
 /** Options of {@link FleetClient.connect}. */
@@ -38,7 +44,9 @@ export class FleetClient {
       const nc = await connect({ servers: url, name: "clawfleet-client", maxReconnectAttempts: 2 });
       return new FleetClient(nc, options, true);
     } catch (err) {
-      throw new ConfigError(`cannot reach NATS at ${url}: ${(err as Error).message}`, { cause: err });
+      throw new ConfigError(`cannot reach NATS at ${url}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 
@@ -70,7 +78,11 @@ export class FleetClient {
   }
 
   /** Sends a raw JSON body to an endpoint and returns the parsed reply (for any client's view). */
-  async raw(endpoint: string, body: string | Uint8Array, timeoutMs = this.timeoutMs): Promise<unknown> {
+  async raw(
+    endpoint: string,
+    body: string | Uint8Array,
+    timeoutMs = this.timeoutMs,
+  ): Promise<unknown> {
     const m = await this.nc.request(`${this.api}.${endpoint}`, body, { timeout: timeoutMs });
     return m.json();
   }
@@ -80,18 +92,27 @@ export class FleetClient {
     if (this.owned) await this.nc.close();
   }
 
-  private async call<T extends object>(endpoint: string, body: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+  private async call<T extends object>(
+    endpoint: string,
+    body: unknown,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     let reply: Reply<T>;
     try {
       reply = (await this.raw(endpoint, JSON.stringify(body), timeoutMs)) as Reply<T>;
     } catch (err) {
       const msg = (err as Error).message ?? String(err);
       if (/no responders/i.test(msg)) {
-        throw new ClawfleetError("NO_GATEWAY", "no clawfleet gateway is answering on this NATS server", {
-          retryable: true,
-        });
+        throw new ClawfleetError(
+          "NO_GATEWAY",
+          "no clawfleet gateway is answering on this NATS server",
+          {
+            retryable: true,
+          },
+        );
       }
-      if (/timeout/i.test(msg)) throw new TimeoutError(`no reply to ${endpoint} within ${timeoutMs} ms`);
+      if (/timeout/i.test(msg))
+        throw new TimeoutError(`no reply to ${endpoint} within ${timeoutMs} ms`);
       throw err;
     }
     if (!reply.ok) throw new ClawfleetError(reply.error.code, reply.error.message);

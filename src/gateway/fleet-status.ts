@@ -8,7 +8,11 @@ import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/leader-lease.js
 import type { Clock } from "../clock.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { FleetStatus } from "../protocol/api-schemas.js";
-import { type NodeHeartbeat, NodeHeartbeatSchema, OrchestratorStatusSchema } from "../protocol/fleet-messages.js";
+import {
+  type NodeHeartbeat,
+  NodeHeartbeatSchema,
+  OrchestratorStatusSchema,
+} from "../protocol/fleet-messages.js";
 
 /** Reads the fleet's status from NATS. */
 export async function readFleetStatus(
@@ -20,7 +24,7 @@ export async function readFleetStatus(
   const keys = await nats.kv.nodes.keys();
   for await (const key of keys) {
     const entry = await nats.kv.nodes.get(key);
-    if (!entry || entry.operation !== "PUT") continue;
+    if (entry?.operation !== "PUT") continue;
     const hb = NodeHeartbeatSchema.safeParse(entry.json());
     if (!hb.success) continue;
     // A heartbeat older than the node timeout is a dead node's last word.
@@ -28,7 +32,8 @@ export async function readFleetStatus(
     nodes.push(hb.data);
   }
   const containers: Record<string, number> = {};
-  for (const n of nodes) for (const c of n.containers) containers[c.state] = (containers[c.state] ?? 0) + 1;
+  for (const n of nodes)
+    for (const c of n.containers) containers[c.state] = (containers[c.state] ?? 0) + 1;
 
   let queueDepth: number | null = null;
   let orchestrator: FleetStatus["orchestrator"] = null;
@@ -39,7 +44,8 @@ export async function readFleetStatus(
     orchestrator = { id: s.id, since: s.since };
   } catch {
     const lease = await LeaderLease.read(nats.kv.leases, ORCHESTRATOR_LEASE_KEY).catch(() => null);
-    if (lease && lease.expiresAt > clock.now()) orchestrator = { id: lease.owner, since: lease.since };
+    if (lease && lease.expiresAt > clock.now())
+      orchestrator = { id: lease.owner, since: lease.since };
   }
   return {
     nodes: nodes.map((n) => ({ id: n.id, startedAt: n.startedAt, lastSeen: n.at, pools: n.pools })),

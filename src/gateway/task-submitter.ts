@@ -36,7 +36,9 @@ export class TaskSubmitter {
 
   /** The id `req` will get (so a caller can subscribe to its result first). */
   taskIdFor(req: ParsedSubmitRequest): string {
-    return req.idempotencyKey ? taskIdForKey(req.tenant, req.idempotencyKey) : newTaskId(this.clock);
+    return req.idempotencyKey
+      ? taskIdForKey(req.tenant, req.idempotencyKey)
+      : newTaskId(this.clock);
   }
 
   /** Stores and enqueues the task; for a known idempotency key, returns the existing record. */
@@ -65,7 +67,7 @@ export class TaskSubmitter {
       await kv.create(taskId, JSON.stringify(record));
     } catch (err) {
       const existing = await kv.get(taskId);
-      if (!existing || existing.operation !== "PUT") throw err;
+      if (existing?.operation !== "PUT") throw err;
       record = TaskRecordSchema.parse(existing.json());
       // A finished duplicate needs nothing; an open one is re-published in case the
       // first submit died between the record and the stream (the stream drops a duplicate).
@@ -80,16 +82,20 @@ export class TaskSubmitter {
       timeoutMs: record.timeoutMs,
       createdAt: record.createdAt,
     };
-    await this.nats.js.publish(this.nats.subjects.task(record.tenant, record.session), JSON.stringify(submission), {
-      msgID: taskId,
-    });
+    await this.nats.js.publish(
+      this.nats.subjects.task(record.tenant, record.session),
+      JSON.stringify(submission),
+      {
+        msgID: taskId,
+      },
+    );
     return record;
   }
 
   /** The stored record of a task, or null. */
   async get(taskId: string): Promise<TaskRecord | null> {
     const entry = await this.nats.kv.tasks.get(taskId).catch(() => null);
-    if (!entry || entry.operation !== "PUT") return null;
+    if (entry?.operation !== "PUT") return null;
     return TaskRecordSchema.parse(entry.json());
   }
 }

@@ -24,7 +24,10 @@ export const TurnMessageSchema = z.object({
 export type TurnMessage = z.input<typeof TurnMessageSchema>;
 
 /** Host → agent: the checkpoint of step `step` is durable; the agent may go on. */
-export const AckMessageSchema = z.object({ type: z.literal("ack"), step: z.number().int().positive() });
+export const AckMessageSchema = z.object({
+  type: z.literal("ack"),
+  step: z.number().int().positive(),
+});
 
 /** Host → agent: stop the current turn now. */
 export const CancelMessageSchema = z.object({ type: z.literal("cancel") });
@@ -37,7 +40,10 @@ export const HostMessageSchema = z.discriminatedUnion("type", [
 export type HostMessage = z.input<typeof HostMessageSchema>;
 
 /** Agent → host: ready for a turn (sent once after start). */
-export const ReadyMessageSchema = z.object({ type: z.literal("ready"), agent: z.string().optional() });
+export const ReadyMessageSchema = z.object({
+  type: z.literal("ready"),
+  agent: z.string().optional(),
+});
 
 /** Agent → host: checkpoint of step `step` (1-based); the agent waits for its ack. */
 export const StepMessageSchema = z.object({

@@ -25,7 +25,12 @@ export const SubmitRequestSchema = z.strictObject({
   idempotencyKey: z.string().min(1).max(256).optional(),
   priority: PrioritySchema.default("normal"),
   /** Deadline of the turn once it runs; past it the agent is stopped (`TURN_TIMEOUT`). */
-  timeoutMs: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+  timeoutMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(24 * 3600 * 1000)
+    .optional(),
 });
 /** Body of `submit`; `run` takes the same plus `waitMs`. */
 export type SubmitRequest = z.input<typeof SubmitRequestSchema>;
@@ -33,7 +38,12 @@ export type ParsedSubmitRequest = z.output<typeof SubmitRequestSchema>;
 
 export const RunRequestSchema = SubmitRequestSchema.extend({
   /** How long `run` waits for the task to end before answering `TIMEOUT` (default 60 s). */
-  waitMs: z.number().int().min(1).max(15 * 60 * 1000).optional(),
+  waitMs: z
+    .number()
+    .int()
+    .min(1)
+    .max(15 * 60 * 1000)
+    .optional(),
 });
 export type RunRequest = z.input<typeof RunRequestSchema>;
 
@@ -98,4 +108,6 @@ export interface PoolSummary {
 }
 
 /** Success replies carry `ok: true` and their fields; failures carry a coded error. */
-export type ApiReply<T extends object> = ({ ok: true } & T) | { ok: false; error: { code: string; message: string } };
+export type ApiReply<T extends object> =
+  | ({ ok: true } & T)
+  | { ok: false; error: { code: string; message: string } };

@@ -91,10 +91,20 @@ export const DispatchReplySchema = z.discriminatedUnion("accepted", [
 export type DispatchReply = z.infer<typeof DispatchReplySchema>;
 
 /** Orchestrator → node: stop this attempt of a task. */
-export const NodeCancelSchema = z.object({ taskId: z.string(), attempt: z.number().int().positive() });
+export const NodeCancelSchema = z.object({
+  taskId: z.string(),
+  attempt: z.number().int().positive(),
+});
 export type NodeCancel = z.infer<typeof NodeCancelSchema>;
 
-export const TaskEventTypeSchema = z.enum(["started", "step", "effect", "log", "succeeded", "failed"]);
+export const TaskEventTypeSchema = z.enum([
+  "started",
+  "step",
+  "effect",
+  "log",
+  "succeeded",
+  "failed",
+]);
 
 /** Node → orchestrator (through the events stream): what happened to one attempt. */
 export const TaskEventSchema = z.object({

@@ -22,8 +22,18 @@ export interface FleetSubjects {
   node(nodeId: string, verb: "dispatch" | "cancel"): string;
   /** Requests to the leading orchestrator: `<prefix>.ctl.<verb>`. */
   ctl(verb: "cancel" | "status"): string;
-  readonly streams: { readonly tasks: string; readonly events: string; readonly results: string; readonly effects: string };
-  readonly buckets: { readonly tasks: string; readonly nodes: string; readonly containers: string; readonly leases: string };
+  readonly streams: {
+    readonly tasks: string;
+    readonly events: string;
+    readonly results: string;
+    readonly effects: string;
+  };
+  readonly buckets: {
+    readonly tasks: string;
+    readonly nodes: string;
+    readonly containers: string;
+    readonly leases: string;
+  };
   /** Durable consumer names of the orchestrator. */
   readonly consumers: { readonly tasks: string; readonly events: string };
 }

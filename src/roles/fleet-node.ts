@@ -7,7 +7,7 @@
 import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Subscription } from "@nats-io/nats-core";
-import { type Actor, createActor, fromPromise, toPromise } from "xstate";
+import { type Actor, createActor, fromPromise, waitFor } from "xstate";
 import {
   type ContainerContext,
   containerMachine,
@@ -18,7 +18,7 @@ import type { FleetNats } from "../adapters/fleet-nats.js";
 import { LocalWorkspaceStore, type WorkspaceStore } from "../adapters/local-workspace-store.js";
 import type { PoolAdapter } from "../adapters/pool-adapter.js";
 import { type Clock, every, isoNow, systemClock } from "../clock.js";
-import { type ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";
+import { toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import { type Logger, silentLogger } from "../logger.js";
 import {
@@ -256,7 +256,8 @@ export class FleetNode {
     await Promise.all(
       [...this.pools.values()].map(async ({ actor }) => {
         actor.send({ type: "STOP" });
-        await toPromise(actor).catch(() => {});
+        await waitFor(actor, (s) => s.matches("stopped"), { timeout: 60_000 }).catch(() => {});
+        actor.stop();
       }),
     );
     await this.events.flush();

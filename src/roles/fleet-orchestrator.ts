@@ -32,7 +32,13 @@ export class FleetOrchestrator {
     this.id = deps.id ?? options.nodeId;
     const clock = deps.clock ?? systemClock;
     const log = (deps.logger ?? silentLogger).child({ role: "orchestrator", id: this.id });
-    const lease = new LeaderLease(deps.nats.kv.leases, ORCHESTRATOR_LEASE_KEY, this.id, options.nodeTimeoutMs, clock);
+    const lease = new LeaderLease(
+      deps.nats.kv.leases,
+      ORCHESTRATOR_LEASE_KEY,
+      this.id,
+      options.nodeTimeoutMs,
+      clock,
+    );
     const renewMs = Math.max(20, Math.floor(options.nodeTimeoutMs / 5));
 
     const campaign = fromCallback<OrchestratorEvent>(({ sendBack }) => {
@@ -70,7 +76,9 @@ export class FleetOrchestrator {
       };
     });
 
-    this.actor = createActor(orchestratorMachine.provide({ actors: { campaign, lead } }), { clock });
+    this.actor = createActor(orchestratorMachine.provide({ actors: { campaign, lead } }), {
+      clock,
+    });
     this.leaseSince = () => lease.heldSince;
   }
 

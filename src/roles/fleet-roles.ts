@@ -36,8 +36,15 @@ export interface RunningRole {
 }
 
 /** Starts one role against `options.natsUrl`. */
-export async function startRole(name: RoleName, options: ResolvedFleetOptions, deps: RoleDeps = {}): Promise<RunningRole> {
-  if (!options.natsUrl) throw new ConfigError("no NATS URL: pass --nats, set CLAWFLEET_NATS_URL, or run `clawfleet up`");
+export async function startRole(
+  name: RoleName,
+  options: ResolvedFleetOptions,
+  deps: RoleDeps = {},
+): Promise<RunningRole> {
+  if (!options.natsUrl)
+    throw new ConfigError(
+      "no NATS URL: pass --nats, set CLAWFLEET_NATS_URL, or run `clawfleet up`",
+    );
   const logger = deps.logger ?? silentLogger;
   const nats = await connectFleet(options.natsUrl, {
     prefix: options.prefix,
@@ -55,7 +62,8 @@ export async function startRole(name: RoleName, options: ResolvedFleetOptions, d
   switch (name) {
     case "node": {
       const adapter =
-        deps.adapter ?? new ProcessPool({ maskPaths: [options.dataDir], clock: common.clock, logger });
+        deps.adapter ??
+        new ProcessPool({ maskPaths: [options.dataDir], clock: common.clock, logger });
       const node = await FleetNode.start(options, { ...common, adapter });
       return closing(async () => {
         await node.stop();
@@ -147,7 +155,12 @@ export async function startLocalFleet(
     throw err;
   }
   if (server) {
-    const file: FleetFile = { natsUrl, prefix: options.prefix, pid: process.pid, startedAt: new Date().toISOString() };
+    const file: FleetFile = {
+      natsUrl,
+      prefix: options.prefix,
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    };
     await writeFile(fleetFilePath(options.dataDir), `${JSON.stringify(file, null, 2)}\n`);
   }
   return { natsUrl, options: resolved, stop: stopAll };

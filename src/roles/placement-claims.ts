@@ -5,7 +5,13 @@
  * Nodes stay the authority: a refused dispatch just marks the target
  * unavailable until its node's next heartbeat.
  */
-import { type Claims, decidePlacement, type FleetView, type LadderDecision, poolKey } from "../actors/placement-ladder.js";
+import {
+  type Claims,
+  decidePlacement,
+  type FleetView,
+  type LadderDecision,
+  poolKey,
+} from "../actors/placement-ladder.js";
 import type { Placement } from "../actors/task-machine.js";
 import type { NodeHeartbeat } from "../protocol/fleet-messages.js";
 

@@ -10,7 +10,12 @@ import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@na
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { type Actor, createActor, fromPromise } from "xstate";
 import type { FleetView } from "../actors/placement-ladder.js";
-import { type DispatchInput, priorityRank, taskMachine, taskRecordOf } from "../actors/task-machine.js";
+import {
+  type DispatchInput,
+  priorityRank,
+  taskMachine,
+  taskRecordOf,
+} from "../actors/task-machine.js";
 import { type FleetNats, isNotFound } from "../adapters/fleet-nats.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { NotFoundError, toErrorInfo } from "../errors.js";
@@ -67,19 +72,33 @@ export class TaskScheduler {
   ) {
     this.leadingSince = clock.now();
     this.logic = taskMachine.provide({
-      actors: { dispatch: fromPromise<DispatchReply, DispatchInput>(({ input }) => this.dispatch(input)) },
+      actors: {
+        dispatch: fromPromise<DispatchReply, DispatchInput>(({ input }) => this.dispatch(input)),
+      },
     });
   }
 
   /** Opens the streams and watches and starts placing tasks. */
   async start(): Promise<void> {
     const { nc, subjects } = this.nats;
-    this.subs.push(nc.subscribe(subjects.ctl("cancel"), { queue: "orchestrator", callback: (_e, m) => this.onCancel(m) }));
-    this.subs.push(nc.subscribe(subjects.ctl("status"), { queue: "orchestrator", callback: (_e, m) => this.onStatus(m) }));
+    this.subs.push(
+      nc.subscribe(subjects.ctl("cancel"), {
+        queue: "orchestrator",
+        callback: (_e, m) => this.onCancel(m),
+      }),
+    );
+    this.subs.push(
+      nc.subscribe(subjects.ctl("status"), {
+        queue: "orchestrator",
+        callback: (_e, m) => this.onStatus(m),
+      }),
+    );
     await this.watchNodes();
     this.consumers.push(await this.openIntake());
     this.consumers.push(await this.openEvents());
-    this.stoppers.push(every(this.clock, Math.max(50, this.options.nodeTimeoutMs / 4), () => this.checkNodes()));
+    this.stoppers.push(
+      every(this.clock, Math.max(50, this.options.nodeTimeoutMs / 4), () => this.checkNodes()),
+    );
     this.stoppers.push(every(this.clock, INTAKE_ACK_WAIT_MS / 3, () => this.keepAlive()));
   }
 
@@ -158,7 +177,10 @@ export class TaskScheduler {
     return messages;
   }
 
-  private async drain(messages: ConsumerMessages, handle: (m: JsMsg) => Promise<void>): Promise<void> {
+  private async drain(
+    messages: ConsumerMessages,
+    handle: (m: JsMsg) => Promise<void>,
+  ): Promise<void> {
     for await (const m of messages) {
       if (this.stopped) return;
       await handle(m).catch((err) => {
@@ -237,10 +259,16 @@ export class TaskScheduler {
 
     actor.on("cancelOnNode", (e) => {
       this.nats.nc
-        .request(this.nats.subjects.node(e.node, "cancel"), JSON.stringify({ taskId: e.taskId, attempt: e.attempt }), {
-          timeout: 2000,
-        })
-        .catch((err) => this.log.warn({ err: toErrorInfo(err), taskId: e.taskId }, "cancel on node failed"));
+        .request(
+          this.nats.subjects.node(e.node, "cancel"),
+          JSON.stringify({ taskId: e.taskId, attempt: e.attempt }),
+          {
+            timeout: 2000,
+          },
+        )
+        .catch((err) =>
+          this.log.warn({ err: toErrorInfo(err), taskId: e.taskId }, "cancel on node failed"),
+        );
     });
     actor.on("placementRejected", (e) => {
       this.claims.refuse(e.placement);
@@ -273,7 +301,10 @@ export class TaskScheduler {
         t.revision = await kv.update(record.taskId, json, t.revision);
       } catch (err) {
         // Someone else wrote the record (a previous leader finishing a write): ours is newer.
-        this.log.warn({ taskId: record.taskId, err: toErrorInfo(err) }, "record revision moved; overwriting");
+        this.log.warn(
+          { taskId: record.taskId, err: toErrorInfo(err) },
+          "record revision moved; overwriting",
+        );
         t.revision = await kv.put(record.taskId, json);
       }
     });
@@ -281,7 +312,9 @@ export class TaskScheduler {
 
   private async finish(t: OpenTask, record: TaskRecord): Promise<void> {
     const { js, subjects } = this.nats;
-    await js.publish(subjects.result(record.taskId), JSON.stringify(record), { msgID: record.taskId });
+    await js.publish(subjects.result(record.taskId), JSON.stringify(record), {
+      msgID: record.taskId,
+    });
     t.msg?.ack();
     this.tasks.delete(record.taskId);
     const queue = this.sessions.get(t.sessionKey);
@@ -353,9 +386,13 @@ export class TaskScheduler {
       pool: placement.pool,
       container: placement.container,
     };
-    const reply = await this.nats.nc.request(this.nats.subjects.node(placement.node, "dispatch"), JSON.stringify(req), {
-      timeout: 5000,
-    });
+    const reply = await this.nats.nc.request(
+      this.nats.subjects.node(placement.node, "dispatch"),
+      JSON.stringify(req),
+      {
+        timeout: 5000,
+      },
+    );
     return DispatchReplySchema.parse(reply.json());
   }
 
@@ -381,7 +418,12 @@ export class TaskScheduler {
         t.actor.send({ type: "STEP", attempt: ev.attempt, step: ev.step ?? 0 });
         break;
       case "succeeded":
-        t.actor.send({ type: "SUCCEEDED", attempt: ev.attempt, output: ev.output ?? "", at: ev.at });
+        t.actor.send({
+          type: "SUCCEEDED",
+          attempt: ev.attempt,
+          output: ev.output ?? "",
+          at: ev.at,
+        });
         break;
       case "failed":
         t.actor.send({
@@ -430,7 +472,8 @@ export class TaskScheduler {
     for (const t of this.tasks.values()) {
       const snap = t.actor.getSnapshot();
       const node = snap.context.record.node;
-      if (snap.value === "running" && node && !this.view.nodes.has(node)) t.actor.send({ type: "NODE_LOST", node });
+      if (snap.value === "running" && node && !this.view.nodes.has(node))
+        t.actor.send({ type: "NODE_LOST", node });
     }
   }
 
@@ -451,7 +494,11 @@ export class TaskScheduler {
   private onCancel(m: Msg): void {
     const reply = (body: unknown) => m.respond(JSON.stringify(body));
     const taskId = (safeJson(m) as { taskId?: unknown } | undefined)?.taskId;
-    if (typeof taskId !== "string") return void reply({ ok: false, error: { code: "INVALID_REQUEST", message: "taskId required" } });
+    if (typeof taskId !== "string")
+      return void reply({
+        ok: false,
+        error: { code: "INVALID_REQUEST", message: "taskId required" },
+      });
     this.cancel(taskId)
       .then((task) => reply({ ok: true, task }))
       .catch((err) => reply({ ok: false, error: toErrorInfo(err) }));
@@ -465,7 +512,7 @@ export class TaskScheduler {
     }
     const kv = this.nats.kv.tasks;
     const entry = await kv.get(taskId);
-    if (!entry || entry.operation !== "PUT") throw new NotFoundError(`no task ${taskId}`);
+    if (entry?.operation !== "PUT") throw new NotFoundError(`no task ${taskId}`);
     const record = TaskRecordSchema.parse(entry.json());
     if (isTerminal(record.status)) return record;
     // Submitted but not taken in yet: end it here; intake will find it finished.
@@ -476,7 +523,9 @@ export class TaskScheduler {
       error: { code: "CANCELED", message: "canceled by request" },
     };
     await kv.update(taskId, JSON.stringify(canceled), entry.revision);
-    await this.nats.js.publish(this.nats.subjects.result(taskId), JSON.stringify(canceled), { msgID: taskId });
+    await this.nats.js.publish(this.nats.subjects.result(taskId), JSON.stringify(canceled), {
+      msgID: taskId,
+    });
     return canceled;
   }
 }

@@ -29,12 +29,25 @@ export class TurnRunner {
   ) {}
 
   /** The container machine's `runTask` logic. */
-  async runTask(input: RunTaskInput, profile: PoolProfile, store: WorkspaceStore): Promise<TaskOutcome> {
+  async runTask(
+    input: RunTaskInput,
+    profile: PoolProfile,
+    store: WorkspaceStore,
+  ): Promise<TaskOutcome> {
     const { handle, task, containerId, signal } = input;
-    const base = { taskId: task.taskId, attempt: task.attempt, node: this.nodeId, container: containerId };
+    const base = {
+      taskId: task.taskId,
+      attempt: task.attempt,
+      node: this.nodeId,
+      container: containerId,
+    };
     const event = (e: Omit<TaskEvent, keyof typeof base | "at">) =>
       this.publishEvent({ ...base, ...e, at: isoNow(this.clock) } as TaskEvent);
-    const log = this.log.child({ taskId: task.taskId, attempt: task.attempt, container: containerId });
+    const log = this.log.child({
+      taskId: task.taskId,
+      attempt: task.attempt,
+      container: containerId,
+    });
 
     await event({ type: "started" });
     try {
@@ -50,9 +63,13 @@ export class TurnRunner {
           const subject = this.nats.subjects.effect(task.tenant, e.kind);
           // The message id makes a replayed step's effect a duplicate the stream drops.
           await this.withRetry(() =>
-            this.nats.js.publish(subject, JSON.stringify({ taskId: task.taskId, step: e.step, payload: e.payload }), {
-              msgID: `${task.taskId}/${e.step}`,
-            }),
+            this.nats.js.publish(
+              subject,
+              JSON.stringify({ taskId: task.taskId, step: e.step, payload: e.payload }),
+              {
+                msgID: `${task.taskId}/${e.step}`,
+              },
+            ),
           );
           await event({ type: "effect", step: e.step, message: e.kind });
         },
@@ -91,7 +108,9 @@ export class TurnRunner {
   publishEvent(event: TaskEvent): Promise<void> {
     const subject = this.nats.subjects.taskEvent(event.taskId);
     const msgID = `${event.taskId}/${event.attempt}/${event.type}/${event.step ?? 0}`;
-    const p = this.withRetry(() => this.nats.js.publish(subject, JSON.stringify(event), { msgID })).then(() => {});
+    const p = this.withRetry(() =>
+      this.nats.js.publish(subject, JSON.stringify(event), { msgID }),
+    ).then(() => {});
     this.inflight.add(p);
     return p.finally(() => this.inflight.delete(p));
   }

@@ -16,7 +16,10 @@ export interface CliResult {
 }
 
 /** Runs `clawfleet ...args` to completion. */
-export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -66,7 +69,9 @@ export class CliProcess implements AsyncDisposable {
         }
       };
       child.stdout?.on("data", onData);
-      p.exited.then((code) => reject(new Error(`clawfleet ${args[0]} exited ${code} before ready:\n${p.stderrText}`)));
+      p.exited.then((code) =>
+        reject(new Error(`clawfleet ${args[0]} exited ${code} before ready:\n${p.stderrText}`)),
+      );
     });
     return p;
   }

@@ -26,10 +26,26 @@ describe("roles as separate processes", () => {
     const config = path.join(dir, "fleet.config.json");
     await writeFile(
       config,
-      JSON.stringify({ nodeHeartbeatMs: 200, nodeTimeoutMs: 1500, retryBackoffMs: 50, pools: [{ minIdle: 1, max: 1 }] }),
+      JSON.stringify({
+        nodeHeartbeatMs: 200,
+        nodeTimeoutMs: 1500,
+        retryBackoffMs: 50,
+        pools: [{ minIdle: 1, max: 1 }],
+      }),
     );
-    const common = ["--nats", nats.url, "--data-dir", path.join(dir, "data"), "--config", config, "--log-level", "warn"];
-    roles.push(await CliProcess.start(["orchestrator", ...common, "--id", "orch-1"], "connected to"));
+    const common = [
+      "--nats",
+      nats.url,
+      "--data-dir",
+      path.join(dir, "data"),
+      "--config",
+      config,
+      "--log-level",
+      "warn",
+    ];
+    roles.push(
+      await CliProcess.start(["orchestrator", ...common, "--id", "orch-1"], "connected to"),
+    );
     for (const id of ["node-a", "node-b"]) {
       nodes[id] = await CliProcess.start(["node", ...common, "--id", id], "connected to");
       roles.push(nodes[id]);
@@ -54,13 +70,18 @@ describe("roles as separate processes", () => {
 
   it("spreads sessions over both nodes and reports them in status", async () => {
     const input = script({ op: "sleep", ms: 300 }, { op: "reply", text: "ok" });
-    const runs = await Promise.all(["a", "b", "c"].map((s) => cli("send", "--json", "--session", `spread-${s}`, input)));
+    const runs = await Promise.all(
+      ["a", "b", "c"].map((s) => cli("send", "--json", "--session", `spread-${s}`, input)),
+    );
     const records = runs.map((r) => JSON.parse(r.stdout) as TaskRecord);
     expect(records.map((r) => r.status)).toEqual(["succeeded", "succeeded", "succeeded"]);
     expect(new Set(records.map((r) => r.node))).toEqual(new Set(["node-a", "node-b"]));
 
     const status = await cli("status", "--json");
-    const body = JSON.parse(status.stdout) as { nodes: Array<{ id: string }>; orchestrator: { id: string } };
+    const body = JSON.parse(status.stdout) as {
+      nodes: Array<{ id: string }>;
+      orchestrator: { id: string };
+    };
     expect(body.nodes.map((n) => n.id).sort()).toEqual(["node-a", "node-b"]);
     expect(body.orchestrator.id).toBe("orch-1");
   });
@@ -84,7 +105,9 @@ describe("roles as separate processes", () => {
   });
 
   it("finishes a task on the other node when its node is killed", async () => {
-    const first = JSON.parse((await cli("send", "--json", "--session", "survivor", "hi")).stdout) as TaskRecord;
+    const first = JSON.parse(
+      (await cli("send", "--json", "--session", "survivor", "hi")).stdout,
+    ) as TaskRecord;
     const victim = first.node!;
     const other = victim === "node-a" ? "node-b" : "node-a";
     const input = script({ op: "sleep", ms: 1500 }, { op: "reply", text: "made it" });
@@ -92,7 +115,12 @@ describe("roles as separate processes", () => {
     await waitForBusy(cli, victim);
     await nodes[victim]!.stop("SIGKILL");
     const done = JSON.parse((await pending).stdout) as TaskRecord;
-    expect(done).toMatchObject({ status: "succeeded", output: "made it", node: other, attempts: 2 });
+    expect(done).toMatchObject({
+      status: "succeeded",
+      output: "made it",
+      node: other,
+      attempts: 2,
+    });
     // The session's state moved with it: its turn count goes on.
     const next = await cli("send", "--session", "survivor", "again");
     expect(next.stdout).toBe("turn 3: again\n");
@@ -100,7 +128,10 @@ describe("roles as separate processes", () => {
 });
 
 /** Waits until `node` shows a busy container (the CLI's status is its only view of the fleet). */
-async function waitForBusy(cli: (...a: string[]) => Promise<{ stdout: string }>, node: string): Promise<void> {
+async function waitForBusy(
+  cli: (...a: string[]) => Promise<{ stdout: string }>,
+  node: string,
+): Promise<void> {
   for (;;) {
     const s = JSON.parse((await cli("status", "--json")).stdout) as {
       nodes: Array<{ id: string; pools: Array<{ states: Record<string, number> }> }>;
@@ -113,13 +144,21 @@ describe("clawfleet up", () => {
   it("serves from a fresh directory, answers send, and stops cleanly", async () => {
     const cwd = await mkdtemp(path.join(tmpdir(), "clawfleet-up-"));
     try {
-      const up = await CliProcess.start(["up", "--log-level", "warn"], "Ctrl-C stops the fleet.", { cwd });
+      const up = await CliProcess.start(["up", "--log-level", "warn"], "Ctrl-C stops the fleet.", {
+        cwd,
+      });
       expect(up.stdout).toContain("npx clawfleet send --session demo hello");
-      const fleetFile = JSON.parse(await readFile(path.join(cwd, ".clawfleet", "fleet.json"), "utf8"));
+      const fleetFile = JSON.parse(
+        await readFile(path.join(cwd, ".clawfleet", "fleet.json"), "utf8"),
+      );
       expect(fleetFile.natsUrl).toMatch(/^nats:\/\/127\.0\.0\.1:\d+$/);
 
-      expect(await runCli(["send", "--session", "demo", "hello"], { cwd })).toMatchObject({ stdout: "turn 1: hello\n" });
-      expect(await runCli(["send", "--session", "demo", "hello"], { cwd })).toMatchObject({ stdout: "turn 2: hello\n" });
+      expect(await runCli(["send", "--session", "demo", "hello"], { cwd })).toMatchObject({
+        stdout: "turn 1: hello\n",
+      });
+      expect(await runCli(["send", "--session", "demo", "hello"], { cwd })).toMatchObject({
+        stdout: "turn 2: hello\n",
+      });
 
       expect(await up.stop("SIGINT")).toBe(0);
       expect(existsSync(path.join(cwd, ".clawfleet", "fleet.json"))).toBe(false);

@@ -40,7 +40,12 @@ describe("a one-node fleet", () => {
 
   it("answers a send with the agent's reply, and counts turns per session", async () => {
     const first = await fleet.client.run({ session: "demo", input: "hello" });
-    expect(first).toMatchObject({ status: "succeeded", output: "turn 1: hello", attempts: 1, node: "node-a" });
+    expect(first).toMatchObject({
+      status: "succeeded",
+      output: "turn 1: hello",
+      attempts: 1,
+      node: "node-a",
+    });
     const second = await fleet.client.run({ session: "demo", input: "hello" });
     expect(second.output).toBe("turn 2: hello");
     // The follow-up lands where the session's state already is.
@@ -66,7 +71,10 @@ describe("a one-node fleet", () => {
   it("keeps one session's tasks in submit order, one at a time", async () => {
     const ids = [];
     for (let i = 1; i <= 4; i++) {
-      const input = script({ op: "sleep", ms: 20 }, { op: "write", path: "log.txt", text: `${i}\n`, append: true });
+      const input = script(
+        { op: "sleep", ms: 20 },
+        { op: "write", path: "log.txt", text: `${i}\n`, append: true },
+      );
       ids.push((await fleet.client.submit({ session: "ordered", input })).taskId);
     }
     const read = await fleet.client.run({
@@ -82,7 +90,9 @@ describe("a one-node fleet", () => {
     });
     expect(out.output).toBe("done");
     for (let i = 1; i < records.length; i++) {
-      expect(Date.parse(records[i]!.startedAt!)).toBeGreaterThanOrEqual(Date.parse(records[i - 1]!.finishedAt!));
+      expect(Date.parse(records[i]!.startedAt!)).toBeGreaterThanOrEqual(
+        Date.parse(records[i - 1]!.finishedAt!),
+      );
     }
   });
 
@@ -111,7 +121,10 @@ describe("a one-node fleet", () => {
 
   it("answers malformed requests with coded errors and keeps serving", async () => {
     const raw = (endpoint: string, body: string) => fleet.client.raw(endpoint, body);
-    expect(await raw("submit", "{not json")).toMatchObject({ ok: false, error: { code: "INVALID_REQUEST" } });
+    expect(await raw("submit", "{not json")).toMatchObject({
+      ok: false,
+      error: { code: "INVALID_REQUEST" },
+    });
     expect(await raw("submit", JSON.stringify({ input: "x" }))).toMatchObject({
       ok: false,
       error: { code: "INVALID_REQUEST" },
@@ -120,7 +133,9 @@ describe("a one-node fleet", () => {
       ok: false,
       error: { code: "INVALID_REQUEST" },
     });
-    expect(await raw("submit", JSON.stringify({ session: "s", input: "x", extra: 1 }))).toMatchObject({
+    expect(
+      await raw("submit", JSON.stringify({ session: "s", input: "x", extra: 1 })),
+    ).toMatchObject({
       ok: false,
       error: { code: "INVALID_REQUEST" },
     });
@@ -135,7 +150,10 @@ describe("a one-node fleet", () => {
 
     const unknown = await fleet.client.run({ session: "bad", input: script({ op: "teleport" }) });
     expect(unknown).toMatchObject({ status: "failed", attempts: 1, error: { code: "UNKNOWN_OP" } });
-    const malformed = await fleet.client.run({ session: "bad", input: JSON.stringify({ script: "nope" }) });
+    const malformed = await fleet.client.run({
+      session: "bad",
+      input: JSON.stringify({ script: "nope" }),
+    });
     expect(malformed).toMatchObject({ status: "failed", error: { code: "INVALID_SCRIPT" } });
 
     const after = await fleet.client.run({ session: "bad", input: "still here" });
@@ -166,7 +184,11 @@ describe("a one-node fleet", () => {
   });
 
   it("fails a turn past its deadline with TURN_TIMEOUT", async () => {
-    const t = await fleet.client.run({ session: "slow", input: script({ op: "sleep", ms: 30_000 }), timeoutMs: 300 });
+    const t = await fleet.client.run({
+      session: "slow",
+      input: script({ op: "sleep", ms: 30_000 }),
+      timeoutMs: 300,
+    });
     expect(t).toMatchObject({ status: "failed", error: { code: "TURN_TIMEOUT" } });
   });
 
@@ -174,7 +196,11 @@ describe("a one-node fleet", () => {
     const key = "cancel-1";
     const taskId = taskIdForKey("default", key);
     const started = nextEvent(fleet.client.nc, taskId, "started");
-    await fleet.client.submit({ session: "cancel-me", input: script({ op: "sleep", ms: 30_000 }), idempotencyKey: key });
+    await fleet.client.submit({
+      session: "cancel-me",
+      input: script({ op: "sleep", ms: 30_000 }),
+      idempotencyKey: key,
+    });
     await started;
     const canceled: TaskRecord = await fleet.client.cancel(taskId);
     expect(canceled).toMatchObject({ taskId, status: "canceled", error: { code: "CANCELED" } });
@@ -184,10 +210,15 @@ describe("a one-node fleet", () => {
 
   it("run answers TIMEOUT when the wait ends first, and the task goes on", async () => {
     const input = script({ op: "sleep", ms: 600 }, { op: "reply", text: "late" });
-    const err = await fleet.client.run({ session: "waiter", input, waitMs: 50 }).catch((e: unknown) => e);
+    const err = await fleet.client
+      .run({ session: "waiter", input, waitMs: 50 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClawfleetError);
     expect((err as ClawfleetError).code).toBe("TIMEOUT");
-    const follow = await fleet.client.run({ session: "waiter", input: script({ op: "reply", text: "next" }) });
+    const follow = await fleet.client.run({
+      session: "waiter",
+      input: script({ op: "reply", text: "next" }),
+    });
     expect(follow.output).toBe("next");
   });
 
