@@ -123,6 +123,12 @@ export async function startLocalFleet(
   let server: NatsServerHandle | null = null;
   let natsUrl = options.natsUrl;
   await mkdir(options.dataDir, { recursive: true });
+  const running = await readFleetFile(options.dataDir);
+  if (!natsUrl && running && running.pid !== process.pid && isAlive(running.pid)) {
+    throw new ConfigError(
+      `a fleet is already running in ${options.dataDir} (pid ${running.pid}, ${running.natsUrl}); stop it first or use another --data-dir`,
+    );
+  }
   if (!natsUrl) {
     const binary = await ensureNatsServer({ autoInstall: deps.autoInstallNats ?? false, logger });
     const natsDir = path.join(options.dataDir, "nats");
@@ -164,4 +170,13 @@ export async function startLocalFleet(
     await writeFile(fleetFilePath(options.dataDir), `${JSON.stringify(file, null, 2)}\n`);
   }
   return { natsUrl, options: resolved, stop: stopAll };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }

@@ -1,0 +1,101 @@
+/**
+ * clawfleet's public API. Everything not exported here is internal and may change.
+ */
+
+export { containerMachine, containerStateOf } from "./actors/container-machine.js";
+export { orchestratorMachine } from "./actors/orchestrator-machine.js";
+export {
+  type Claims,
+  decidePlacement,
+  type FleetView,
+  type LadderDecision,
+} from "./actors/placement-ladder.js";
+export { poolMachine } from "./actors/pool-machine.js";
+// Actors, for embedding and simulation
+export { type Placement, statusOfState, taskMachine, taskRecordOf } from "./actors/task-machine.js";
+export { AgentConnection, type AgentConnectionOptions } from "./adapters/agent-connection.js";
+// NATS plumbing
+export { connectFleet, type FleetNats, type FleetNatsOptions } from "./adapters/fleet-nats.js";
+export { LocalWorkspaceStore, type WorkspaceStore } from "./adapters/local-workspace-store.js";
+export { ensureNatsServer, findNatsServer, installHint } from "./adapters/nats-server-binary.js";
+export {
+  type NatsServerHandle,
+  type StartNatsServerOptions,
+  startNatsServer,
+} from "./adapters/nats-server-process.js";
+export type {
+  ContainerHandle,
+  ContainerSpec,
+  ExitInfo,
+  PoolAdapter,
+  TurnHooks,
+} from "./adapters/pool-adapter.js";
+export {
+  ProcessPool,
+  type ProcessPoolOptions,
+  processPoolAvailableSandbox,
+} from "./adapters/process-pool.js";
+export { type Clock, systemClock } from "./clock.js";
+// Cross-cutting
+export {
+  AgentError,
+  ClawfleetError,
+  ConfigError,
+  ErrorCodes,
+  type ErrorInfo,
+  NatsServerError,
+  NotFoundError,
+  RetryableError,
+  TerminalError,
+  TimeoutError,
+  ValidationError,
+} from "./errors.js";
+// Running a fleet
+export {
+  type FleetOptions,
+  type PoolProfile,
+  type PoolProfileOptions,
+  type ResolvedFleetOptions,
+  resolveFleetOptions,
+  resolvePoolProfile,
+} from "./fleet-options.js";
+export { ApiService, type ApiServiceDeps } from "./gateway/api-service.js";
+// Talking to a fleet
+export { FleetClient, type FleetClientOptions } from "./gateway/fleet-client.js";
+export { taskIdForKey } from "./gateway/task-submitter.js";
+export { type Logger, silentLogger } from "./logger.js";
+// Agents and pools
+export {
+  type AgentMessage,
+  AgentMessageSchema,
+  type HostMessage,
+  HostMessageSchema,
+  type TurnMessage,
+} from "./protocol/agent-protocol.js";
+export {
+  type ApiReply,
+  type FleetStatus,
+  isTerminal,
+  MAX_INPUT_BYTES,
+  type PoolSummary,
+  type Priority,
+  type Rung,
+  type RunRequest,
+  RunRequestSchema,
+  type SubmitRequest,
+  SubmitRequestSchema,
+  type TaskRecord,
+  TaskRecordSchema,
+  type TaskStatus,
+} from "./protocol/api-schemas.js";
+export { type FleetSubjects, fleetSubjects } from "./protocol/fleet-subjects.js";
+export { FleetNode, type FleetNodeDeps } from "./roles/fleet-node.js";
+export { FleetOrchestrator, type FleetOrchestratorDeps } from "./roles/fleet-orchestrator.js";
+export {
+  type LocalFleet,
+  type RoleDeps,
+  type RoleName,
+  type RunningRole,
+  startLocalFleet,
+  startRole,
+} from "./roles/fleet-roles.js";
