@@ -116,7 +116,7 @@ export class FleetOrchestrator {
 
   /** Stops leading (releasing the lease for a standby) and campaigning. */
   async stop(): Promise<void> {
-    this.actor.send({ type: "STOP" });
+    if (this.actor.getSnapshot().status === "active") this.actor.send({ type: "STOP" });
     await toPromise(this.actor).catch(() => {});
     await this.stepDown;
   }
