@@ -2,9 +2,11 @@
  * The task actor: one per open task, owned by the leading orchestrator.
  *
  * `queued → placing → running → succeeded | failed | canceled`, with
- * `running → retrying → queued` when an attempt fails in a way another attempt
- * may survive (agent crash or hang, node lost). Events from an older attempt
- * are ignored, which fences a late or stale node off the record.
+ * `running → judging → retrying → queued` when an attempt is lost in a way
+ * another attempt may survive (agent crash or hang, node lost, lease expired),
+ * or `judging → failed` with `ATTEMPTS_EXHAUSTED`. Events from another attempt
+ * are ignored, which fences a late or stale node off the record. Every attempt
+ * gets a history entry; timeline lines are emitted for the runtime to publish.
  *
  * The machine decides; it performs no I/O itself. Dispatching goes through the
  * named `dispatch` actor and the runtime persists the record it derives from
@@ -12,7 +14,7 @@
  */
 import { assign, emit, fromPromise, setup } from "xstate";
 import type { ErrorInfo } from "../errors.js";
-import type { Priority, Rung, TaskRecord, TaskStatus } from "../protocol/api-schemas.js";
+import type { AttemptRecord, Priority, Rung, TaskRecord } from "../protocol/api-schemas.js";
 import type { DispatchReply } from "../protocol/fleet-messages.js";
 
 /** Where the orchestrator decided to run the next attempt. */
@@ -26,7 +28,8 @@ export interface Placement {
 
 /** Everything the task actor is created from: a record (new or reloaded) and its input. */
 export interface TaskMachineInput {
-  readonly record: TaskRecord;
+  /** The record; `history` may be missing on records written before it existed. */
+  readonly record: Omit<TaskRecord, "history"> & { history?: TaskRecord["history"] };
   readonly input: string;
   readonly maxAttempts: number;
   readonly retryBackoffMs: number;
@@ -51,12 +54,25 @@ export type TaskEvent =
   | { type: "SUCCEEDED"; attempt: number; output: string; at: string }
   | { type: "FAILED"; attempt: number; error: ErrorInfo; retryable: boolean; at: string }
   | { type: "NODE_LOST"; node: string }
+  | { type: "LEASE_LOST"; attempt: number }
   | { type: "CANCEL" };
+
+/** A line of the task's timeline, as the orchestrator sees it. */
+export interface TimelineEntry {
+  readonly type: "placed" | "requeued" | "succeeded" | "failed" | "canceled";
+  readonly attempt: number;
+  readonly node?: string;
+  readonly container?: string;
+  readonly rung?: Rung;
+  readonly delayMs?: number;
+  readonly error?: ErrorInfo;
+}
 
 /** Events the task actor emits for its runtime to act on. */
 export type TaskEmitted =
   | { type: "cancelOnNode"; node: string; taskId: string; attempt: number }
-  | { type: "placementRejected"; placement: Placement; reason: string };
+  | { type: "placementRejected"; placement: Placement; reason: string }
+  | { type: "timeline"; entry: TimelineEntry };
 
 export interface DispatchInput {
   readonly record: TaskRecord;
@@ -69,6 +85,42 @@ const MAX_BACKOFF_MS = 30_000;
 
 const forAttempt = ({ context, event }: { context: TaskContext; event: TaskEvent }) =>
   "attempt" in event && event.attempt === context.record.attempts;
+
+/** The delay before attempt `attempts + 1`: doubling from the base, capped. */
+export function backoffDelay(context: Pick<TaskContext, "retryBackoffMs" | "record">): number {
+  return Math.min(context.retryBackoffMs * 2 ** Math.max(0, context.record.attempts - 1), MAX_BACKOFF_MS);
+}
+
+/** The record with the current attempt's history entry closed. */
+function endAttempt(
+  record: TaskRecord,
+  outcome: AttemptRecord["outcome"],
+  at: string,
+  error?: ErrorInfo,
+): TaskRecord {
+  const history = record.history.map((h) =>
+    h.attempt === record.attempts && h.outcome === "running" ? { ...h, outcome, endedAt: at, error } : h,
+  );
+  return { ...record, history };
+}
+
+const exhausted = (attempts: number, last: ErrorInfo): ErrorInfo => ({
+  code: "ATTEMPTS_EXHAUSTED",
+  message: `gave up after ${attempts} attempts; last: ${last.code}: ${last.message}`,
+});
+
+/** Why the running attempt was lost, for any of the events that lose it. */
+function lossOf(context: TaskContext, event: TaskEvent): { error: ErrorInfo; at: string } {
+  const at = "at" in event ? event.at : context.now();
+  switch (event.type) {
+    case "FAILED":
+      return { error: event.error, at };
+    case "NODE_LOST":
+      return { error: { code: "NODE_LOST", message: `node ${event.node} stopped answering` }, at };
+    default:
+      return { error: { code: "LEASE_LOST", message: "the attempt's lease expired" }, at };
+  }
+}
 
 /** The task machine; `dispatch` must be provided by the runtime (`taskMachine.provide`). */
 export const taskMachine = setup({
@@ -86,29 +138,34 @@ export const taskMachine = setup({
   guards: {
     resumedRunning: ({ context }) => context.record.status === "running" && !!context.record.node,
     forAttempt,
-    lostOurNode: ({ context, event }) =>
-      event.type === "NODE_LOST" && event.node === context.record.node,
     cancelRequested: ({ context }) => context.cancelRequested,
+    canRetry: ({ context }) => context.record.attempts < context.maxAttempts,
+    /** FAILED for this attempt that another attempt may survive, NODE_LOST for our node, or LEASE_LOST for this attempt. */
+    attemptLost: ({ context, event }) => {
+      if (event.type === "FAILED") return forAttempt({ context, event }) && event.retryable;
+      if (event.type === "NODE_LOST") return event.node === context.record.node;
+      if (event.type === "LEASE_LOST") return forAttempt({ context, event });
+      return false;
+    },
   },
   actions: {
     cancelOnNode: emit(({ context }: { context: TaskContext }) => ({
       type: "cancelOnNode" as const,
-      node: context.record.node ?? "",
+      node: context.record.node ?? context.placement?.node ?? "",
       taskId: context.record.taskId,
       attempt: context.record.attempts,
     })),
+    recordLoss: assign(({ context, event }) => {
+      const { error, at } = lossOf(context, event);
+      return { lastError: error, record: endAttempt(context.record, "lost", at, error) };
+    }),
+    timeline: emit((_, entry: TimelineEntry) => ({ type: "timeline" as const, entry })),
   },
-  delays: {
-    backoff: ({ context }) =>
-      Math.min(
-        context.retryBackoffMs * 2 ** Math.max(0, context.record.attempts - 1),
-        MAX_BACKOFF_MS,
-      ),
-  },
+  delays: { backoff: ({ context }) => backoffDelay(context) },
 }).createMachine({
   id: "task",
   context: ({ input }) => ({
-    record: input.record,
+    record: { ...input.record, history: input.record.history ?? [] },
     input: input.input,
     maxAttempts: input.maxAttempts,
     retryBackoffMs: input.retryBackoffMs,
@@ -123,10 +180,7 @@ export const taskMachine = setup({
     init: { always: [{ guard: "resumedRunning", target: "running" }, { target: "queued" }] },
     queued: {
       on: {
-        PLACE: {
-          target: "placing",
-          actions: assign({ placement: ({ event }) => event.placement }),
-        },
+        PLACE: { target: "placing", actions: assign({ placement: ({ event }) => event.placement }) },
         CANCEL: "canceled",
       },
     },
@@ -143,20 +197,41 @@ export const taskMachine = setup({
           {
             guard: ({ event }) => event.output.accepted,
             target: "running",
-            actions: assign({
-              record: ({ context, event }) => ({
-                ...context.record,
-                status: "running" as TaskStatus,
-                attempts: context.record.attempts + 1,
-                node: context.placement!.node,
-                container: event.output.accepted
-                  ? event.output.container
-                  : context.placement!.container,
-                rung: context.placement!.rung,
-                startedAt: context.record.startedAt ?? context.now(),
+            actions: [
+              assign({
+                record: ({ context, event }) => {
+                  const p = context.placement!;
+                  const at = context.now();
+                  const attempt = context.record.attempts + 1;
+                  const container = event.output.accepted ? event.output.container : p.container;
+                  return {
+                    ...context.record,
+                    attempts: attempt,
+                    node: p.node,
+                    container,
+                    rung: p.rung,
+                    startedAt: context.record.startedAt ?? at,
+                    history: [
+                      ...context.record.history,
+                      { attempt, node: p.node, container, rung: p.rung, startedAt: at, outcome: "running" as const },
+                    ],
+                  };
+                },
               }),
-            }),
+              {
+                type: "timeline",
+                params: ({ context }) => ({
+                  type: "placed" as const,
+                  attempt: context.record.attempts,
+                  node: context.record.node,
+                  container: context.record.container,
+                  rung: context.record.rung,
+                }),
+              },
+            ],
           },
+          // Refused: nothing runs on the node, so a cancel asked for meanwhile ends the task here.
+          { guard: "cancelRequested", target: "canceled" },
           {
             target: "queued",
             actions: emit(({ context, event }) => ({
@@ -170,36 +245,22 @@ export const taskMachine = setup({
         // spent, so anything that attempt still reports is fenced off as stale.
         onError: [
           {
-            guard: ({ context }) => context.record.attempts + 1 < context.maxAttempts,
-            target: "retrying",
-            actions: assign({
-              record: ({ context }) => ({
-                ...context.record,
-                attempts: context.record.attempts + 1,
-              }),
-              lastError: ({ event }) => ({
-                code: "DISPATCH_FAILED",
-                message: errorMessage(event.error),
-              }),
-            }),
+            guard: "cancelRequested",
+            target: "canceled",
+            actions: [
+              assign({ record: ({ context }) => ({ ...context.record, attempts: context.record.attempts + 1 }) }),
+              "cancelOnNode",
+            ],
           },
           {
-            target: "failed",
+            target: "judging",
             actions: assign({
-              record: ({ context, event }) => ({
-                ...context.record,
-                attempts: context.record.attempts + 1,
-                finishedAt: context.now(),
-                error: {
-                  code: "ATTEMPTS_EXHAUSTED",
-                  message: `gave up after ${context.record.attempts + 1} attempts; last: DISPATCH_FAILED: ${errorMessage(event.error)}`,
-                },
-              }),
+              record: ({ context }) => ({ ...context.record, attempts: context.record.attempts + 1 }),
+              lastError: ({ event }) => ({ code: "DISPATCH_FAILED", message: errorMessage(event.error) }),
             }),
           },
         ],
       },
-      // The dispatch may already be accepted by the node: finish it, then cancel there.
       on: { CANCEL: { actions: assign({ cancelRequested: true }) } },
     },
     running: {
@@ -208,10 +269,7 @@ export const taskMachine = setup({
         STEP: {
           guard: "forAttempt",
           actions: assign({
-            record: ({ context, event }) => ({
-              ...context.record,
-              steps: Math.max(context.record.steps, event.step),
-            }),
+            record: ({ context, event }) => ({ ...context.record, steps: Math.max(context.record.steps, event.step) }),
           }),
         },
         SUCCEEDED: {
@@ -219,91 +277,91 @@ export const taskMachine = setup({
           target: "succeeded",
           actions: assign({
             record: ({ context, event }) => ({
-              ...context.record,
+              ...endAttempt(context.record, "succeeded", event.at),
               output: event.output,
               finishedAt: event.at,
             }),
           }),
         },
         FAILED: [
-          {
-            guard: ({ context, event }) =>
-              forAttempt({ context, event }) &&
-              event.retryable &&
-              context.record.attempts < context.maxAttempts,
-            target: "retrying",
-            actions: assign({ lastError: ({ event }) => event.error }),
-          },
+          { guard: "attemptLost", target: "judging", actions: "recordLoss" },
           {
             guard: "forAttempt",
             target: "failed",
             actions: assign({
               record: ({ context, event }) => ({
-                ...context.record,
+                ...endAttempt(context.record, "failed", event.at, event.error),
                 finishedAt: event.at,
-                error: event.retryable
-                  ? {
-                      code: "ATTEMPTS_EXHAUSTED",
-                      message: `gave up after ${context.record.attempts} attempts; last: ${event.error.code}: ${event.error.message}`,
-                    }
-                  : event.error,
+                error: event.error,
               }),
             }),
           },
         ],
-        NODE_LOST: [
-          {
-            guard: ({ context, event }) =>
-              event.node === context.record.node && context.record.attempts < context.maxAttempts,
-            target: "retrying",
-            actions: assign({
-              lastError: ({ event }) => ({
-                code: "NODE_LOST",
-                message: `node ${event.node} stopped answering`,
-              }),
-            }),
-          },
-          {
-            guard: "lostOurNode",
-            target: "failed",
-            actions: assign({
-              record: ({ context, event }) => ({
-                ...context.record,
-                finishedAt: context.now(),
-                error: {
-                  code: "ATTEMPTS_EXHAUSTED",
-                  message: `gave up after ${context.record.attempts} attempts; last: NODE_LOST: node ${event.node} stopped answering`,
-                },
-              }),
-            }),
-          },
-        ],
+        NODE_LOST: { guard: "attemptLost", target: "judging", actions: "recordLoss" },
+        LEASE_LOST: { guard: "attemptLost", target: "judging", actions: "recordLoss" },
         CANCEL: { target: "canceled", actions: "cancelOnNode" },
       },
     },
+    // An attempt was lost: try again after a backoff, or give up.
+    judging: {
+      always: [
+        { guard: "canRetry", target: "retrying" },
+        {
+          target: "failed",
+          actions: assign({
+            record: ({ context }) => ({
+              ...context.record,
+              // The time the last attempt was lost, when it ran at all.
+              finishedAt: context.record.history.at(-1)?.endedAt ?? context.now(),
+              error: exhausted(context.record.attempts, context.lastError!),
+            }),
+          }),
+        },
+      ],
+    },
     retrying: {
-      entry: assign({
-        record: ({ context }) => ({
-          ...context.record,
-          status: "queued" as TaskStatus,
-          node: undefined,
-          container: undefined,
-        }),
-      }),
+      entry: [
+        assign({ record: ({ context }) => ({ ...context.record, node: undefined, container: undefined }) }),
+        {
+          type: "timeline",
+          params: ({ context }) => ({
+            type: "requeued" as const,
+            attempt: context.record.attempts,
+            delayMs: backoffDelay(context),
+            error: context.lastError ?? undefined,
+          }),
+        },
+      ],
       after: { backoff: "queued" },
       on: { CANCEL: "canceled" },
     },
-    succeeded: { type: "final" },
-    failed: { type: "final" },
+    succeeded: {
+      type: "final",
+      entry: { type: "timeline", params: ({ context }) => ({ type: "succeeded" as const, attempt: context.record.attempts }) },
+    },
+    failed: {
+      type: "final",
+      entry: {
+        type: "timeline",
+        params: ({ context }) => ({
+          type: "failed" as const,
+          attempt: context.record.attempts,
+          error: context.record.error,
+        }),
+      },
+    },
     canceled: {
       type: "final",
-      entry: assign({
-        record: ({ context }) => ({
-          ...context.record,
-          finishedAt: context.now(),
-          error: { code: "CANCELED", message: "canceled by request" },
+      entry: [
+        assign({
+          record: ({ context }) => {
+            const at = context.now();
+            const error = { code: "CANCELED", message: "canceled by request" };
+            return { ...endAttempt(context.record, "canceled", at, error), finishedAt: at, error };
+          },
         }),
-      }),
+        { type: "timeline", params: ({ context }) => ({ type: "canceled" as const, attempt: context.record.attempts }) },
+      ],
     },
   },
 });
@@ -313,7 +371,7 @@ function errorMessage(err: unknown): string {
 }
 
 /** Maps a machine state to the status clients see. */
-export function statusOfState(value: string): TaskStatus {
+export function statusOfState(value: string): TaskRecord["status"] {
   switch (value) {
     case "running":
     case "succeeded":

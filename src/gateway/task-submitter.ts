@@ -61,6 +61,7 @@ export class TaskSubmitter {
       idempotencyKey: req.idempotencyKey,
       timeoutMs: req.timeoutMs,
       createdAt,
+      history: [],
     };
     const kv = this.nats.kv.tasks;
     try {

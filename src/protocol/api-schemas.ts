@@ -60,6 +60,22 @@ export type Rung = z.infer<typeof RungSchema>;
 
 export const ErrorInfoSchema = z.object({ code: z.string(), message: z.string() });
 
+/** How one attempt ended: `lost` covers a lost lease, a lost node and an unanswered dispatch. */
+export const AttemptOutcomeSchema = z.enum(["running", "succeeded", "failed", "canceled", "lost"]);
+
+/** One attempt of a task: where it ran and why it ended. */
+export const AttemptRecordSchema = z.object({
+  attempt: z.number().int().positive(),
+  node: z.string(),
+  container: z.string().optional(),
+  rung: RungSchema,
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  outcome: AttemptOutcomeSchema,
+  error: ErrorInfoSchema.optional(),
+});
+export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
+
 export const TaskRecordSchema = z.object({
   taskId: z.string(),
   tenant: z.string(),
@@ -78,9 +94,11 @@ export const TaskRecordSchema = z.object({
   createdAt: z.string(),
   startedAt: z.string().optional(),
   finishedAt: z.string().optional(),
+  /** One entry per attempt, oldest first. */
+  history: z.array(AttemptRecordSchema).default([]),
 });
 /** The durable record of a task, stored in KV and returned by the API. */
-export type TaskRecord = z.infer<typeof TaskRecordSchema>;
+export type TaskRecord = z.output<typeof TaskRecordSchema>;
 
 /** Whether a status is final. */
 export function isTerminal(status: TaskStatus): boolean {

@@ -15,6 +15,12 @@ export interface FleetSubjects {
   /** Task lifecycle events from nodes: `<prefix>.events.task.<taskId>`. */
   taskEvent(taskId: string): string;
   readonly taskEventsWildcard: string;
+  /** Orchestrator-side timeline events: `<prefix>.events.timeline.<taskId>`. */
+  timelineEvent(taskId: string): string;
+  /** Both kinds of events of one task, in stream order: `<prefix>.events.*.<taskId>`. */
+  taskHistory(taskId: string): string;
+  /** Everything the events stream holds: `<prefix>.events.>`. */
+  readonly eventsWildcard: string;
   /** Agent side effects: `<prefix>.effects.<tenant>.<kind>`. */
   effect(tenant: string, kind: string): string;
   readonly effectsWildcard: string;
@@ -31,8 +37,9 @@ export interface FleetSubjects {
   readonly buckets: {
     readonly tasks: string;
     readonly nodes: string;
-    readonly containers: string;
     readonly leases: string;
+    readonly checkpoints: string;
+    readonly outbox: string;
   };
   /** Durable consumer names of the orchestrator. */
   readonly consumers: { readonly tasks: string; readonly events: string };
@@ -55,6 +62,9 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
     resultsWildcard: `${prefix}.results.>`,
     taskEvent: (taskId) => `${prefix}.events.task.${taskId}`,
     taskEventsWildcard: `${prefix}.events.task.>`,
+    timelineEvent: (taskId) => `${prefix}.events.timeline.${taskId}`,
+    taskHistory: (taskId) => `${prefix}.events.*.${taskId}`,
+    eventsWildcard: `${prefix}.events.>`,
     effect: (tenant, kind) => `${prefix}.effects.${tenant}.${kind}`,
     effectsWildcard: `${prefix}.effects.>`,
     node: (nodeId, verb) => `${prefix}.node.${nodeId}.${verb}`,
@@ -68,8 +78,9 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
     buckets: {
       tasks: `${lower}_tasks`,
       nodes: `${lower}_nodes`,
-      containers: `${lower}_containers`,
       leases: `${lower}_leases`,
+      checkpoints: `${lower}_checkpoints`,
+      outbox: `${lower}_outbox`,
     },
     consumers: { tasks: "orchestrator", events: "orchestrator-events" },
   };

@@ -541,6 +541,7 @@ function newRecord(sub: Submission): TaskRecord {
     steps: 0,
     timeoutMs: sub.timeoutMs,
     createdAt: sub.createdAt,
+    history: [],
   };
 }
 
