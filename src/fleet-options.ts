@@ -48,6 +48,10 @@ export interface FleetOptions {
   nodeHeartbeatMs?: number;
   /** A node whose heartbeat is older than this is dead. Default 5000 ms. */
   nodeTimeoutMs?: number;
+  /** How often a running attempt renews its task lease. Default 1000 ms. */
+  leaseRenewMs?: number;
+  /** A task lease not renewed for this long has expired; its task is requeued. Default 5000 ms. */
+  leaseTtlMs?: number;
   /** Attempts before a task fails with `ATTEMPTS_EXHAUSTED`. Default 5. */
   maxAttempts?: number;
   /** First retry delay; doubles per attempt up to 30 s. Default 500 ms. */
@@ -81,6 +85,8 @@ const FleetOptionsSchema = z.strictObject({
   pools: z.array(PoolProfileSchema).min(1).optional(),
   nodeHeartbeatMs: z.number().int().min(10).default(1000),
   nodeTimeoutMs: z.number().int().min(50).default(5000),
+  leaseRenewMs: z.number().int().min(10).default(1000),
+  leaseTtlMs: z.number().int().min(50).default(5000),
   maxAttempts: z.number().int().min(1).default(5),
   retryBackoffMs: z.number().int().min(0).default(500),
   retentionMs: z
@@ -114,6 +120,9 @@ export function resolveFleetOptions(options: FleetOptions = {}): ResolvedFleetOp
     });
   }
   const o = parsed.data;
+  if (o.leaseRenewMs * 2 > o.leaseTtlMs) {
+    throw new ConfigError(`leaseTtlMs (${o.leaseTtlMs}) must be at least twice leaseRenewMs (${o.leaseRenewMs})`);
+  }
   const pools = o.pools ?? [PoolProfileSchema.parse({})];
   const names = new Set<string>();
   for (const p of pools) {

@@ -36,7 +36,13 @@ export interface FleetNats {
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly subjects: FleetSubjects;
-  readonly kv: { readonly tasks: KV; readonly nodes: KV; readonly leases: KV };
+  readonly kv: {
+    readonly tasks: KV;
+    readonly nodes: KV;
+    readonly leases: KV;
+    readonly checkpoints: KV;
+    readonly outbox: KV;
+  };
   /** Drains and closes the connection. */
   close(): Promise<void>;
 }
@@ -68,18 +74,20 @@ export async function connectFleet(
   await provisionStreams(jsm, subjects, retentionMs);
   const js = jetstream(nc);
   const kvm = new Kvm(js);
-  const [tasks, nodes, leases] = await Promise.all([
+  const [tasks, nodes, leases, checkpoints, outbox] = await Promise.all([
     kvm.create(subjects.buckets.tasks, { history: 1, ttl: retentionMs, storage: StorageType.File }),
     // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
     kvm.create(subjects.buckets.nodes, { history: 1, ttl: 10 * 60_000, storage: StorageType.File }),
     kvm.create(subjects.buckets.leases, { history: 1, storage: StorageType.File }),
+    kvm.create(subjects.buckets.checkpoints, { history: 1, ttl: retentionMs, storage: StorageType.File }),
+    kvm.create(subjects.buckets.outbox, { history: 1, ttl: retentionMs, storage: StorageType.File }),
   ]);
   return {
     nc,
     js,
     jsm,
     subjects,
-    kv: { tasks, nodes, leases },
+    kv: { tasks, nodes, leases, checkpoints, outbox },
     async close() {
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
     },
@@ -110,7 +118,7 @@ async function provisionStreams(
     {
       ...base,
       name: s.streams.events,
-      subjects: [s.taskEventsWildcard],
+      subjects: [s.eventsWildcard],
       duplicate_window: 2 * 60_000 * NS_PER_MS,
     },
     {

@@ -15,6 +15,16 @@ export interface WorkspaceStore {
   restore(tenant: string, session: string, dir: string): Promise<void>;
   /** Saves the contents of `dir` as the session's files. */
   save(tenant: string, session: string, dir: string): Promise<void>;
+  /**
+   * Saves `dir` as the state after `step` of a running task, apart from the
+   * session's files: a resumed attempt restores exactly this, and a failed task
+   * leaves the session's files as they were.
+   */
+  saveCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<void>;
+  /** Replaces the contents of `dir` with the state saved after `step`; false if there is none. */
+  restoreCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<boolean>;
+  /** Forgets a task's checkpoints (the task ended). */
+  dropCheckpoints(tenant: string, session: string, taskId: string): Promise<void>;
 }
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -53,6 +63,49 @@ export class LocalWorkspaceStore implements WorkspaceStore {
       await rm(tmp, { recursive: true, force: true });
       throw wrap("save", err);
     }
+  }
+
+  async saveCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<void> {
+    const root = this.checkpointDir(tenant, session, taskId);
+    const final = path.join(root, String(step));
+    const tmp = path.join(root, `.tmp-${step}-${randomBytes(6).toString("hex")}`);
+    try {
+      await mkdir(root, { recursive: true });
+      await cp(dir, tmp, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
+      await rm(final, { recursive: true, force: true });
+      await rename(tmp, final);
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw wrap("checkpoint", err);
+    }
+    // Only the newest checkpoint is ever restored; older ones are dead weight.
+    for (const name of await readdir(root)) {
+      if (/^\d+$/.test(name) && Number(name) < step) await rm(path.join(root, name), { recursive: true, force: true });
+    }
+  }
+
+  async restoreCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<boolean> {
+    const from = path.join(this.checkpointDir(tenant, session, taskId), String(step));
+    try {
+      await readdir(from);
+    } catch {
+      return false;
+    }
+    await emptyDir(dir);
+    await cp(from, dir, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true }).catch((err) => {
+      throw wrap("checkpoint restore", err);
+    });
+    return true;
+  }
+
+  async dropCheckpoints(tenant: string, session: string, taskId: string): Promise<void> {
+    await rm(this.checkpointDir(tenant, session, taskId), { recursive: true, force: true });
+  }
+
+  private checkpointDir(tenant: string, session: string, taskId: string): string {
+    if (!ID.test(taskId)) throw new TerminalError("WORKSPACE_ERROR", `invalid task id: ${taskId}`);
+    // Session ids never contain dots, so this cannot collide with a session's directory.
+    return path.join(path.dirname(this.sessionDir(tenant, session)), ".checkpoints", session, taskId);
   }
 
   private sessionDir(tenant: string, session: string): string {

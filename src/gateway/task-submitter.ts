@@ -15,7 +15,7 @@ import {
   type TaskRecord,
   TaskRecordSchema,
 } from "../protocol/api-schemas.js";
-import type { Submission } from "../protocol/fleet-messages.js";
+import type { Submission, TimelineEvent } from "../protocol/fleet-messages.js";
 
 /** The task id an idempotency key stands for, stable across gateways and restarts. */
 export function taskIdForKey(tenant: string, key: string): string {
@@ -64,8 +64,10 @@ export class TaskSubmitter {
       history: [],
     };
     const kv = this.nats.kv.tasks;
+    let created = false;
     try {
       await kv.create(taskId, JSON.stringify(record));
+      created = true;
     } catch (err) {
       const existing = await kv.get(taskId);
       if (existing?.operation !== "PUT") throw err;
@@ -83,12 +85,23 @@ export class TaskSubmitter {
       timeoutMs: record.timeoutMs,
       createdAt: record.createdAt,
     };
+    if (created) {
+      // First in the task's timeline, so it is published before the task can be placed.
+      const line: TimelineEvent = {
+        type: "submitted",
+        taskId,
+        attempt: 0,
+        at: createdAt,
+        message: `${record.tenant}/${record.session}`,
+      };
+      await this.nats.js.publish(this.nats.subjects.timelineEvent(taskId), JSON.stringify(line), {
+        msgID: `${taskId}/0/submitted`,
+      });
+    }
     await this.nats.js.publish(
       this.nats.subjects.task(record.tenant, record.session),
       JSON.stringify(submission),
-      {
-        msgID: taskId,
-      },
+      { msgID: taskId },
     );
     return record;
   }

@@ -130,3 +130,18 @@ export const OrchestratorStatusSchema = z.object({
   running: z.number(),
 });
 export type OrchestratorStatus = z.infer<typeof OrchestratorStatusSchema>;
+
+/** Orchestrator- and gateway-side lines of a task's timeline (`<prefix>.events.timeline.<taskId>`). */
+export const TimelineEventSchema = z.object({
+  type: z.enum(["submitted", "placed", "requeued", "succeeded", "failed", "canceled"]),
+  taskId: z.string(),
+  attempt: z.number().int().nonnegative(),
+  at: z.string(),
+  node: z.string().optional(),
+  container: z.string().optional(),
+  rung: RungSchema.optional(),
+  delayMs: z.number().optional(),
+  error: ErrorInfoSchema.optional(),
+  message: z.string().optional(),
+});
+export type TimelineEvent = z.infer<typeof TimelineEventSchema>;

@@ -69,7 +69,7 @@ export class FleetNode {
     this.startedAt = isoNow(this.clock);
     this.store = deps.store ?? new LocalWorkspaceStore(path.join(options.dataDir, "sessions"));
     this.containersDir = path.join(options.dataDir, "nodes", this.id, "containers");
-    this.events = new TurnRunner(deps.nats, this.id, this.clock, this.log);
+    this.events = new TurnRunner(deps.nats, this.id, options, this.clock, this.log);
   }
 
   /** Starts the node's pools and begins serving dispatches. */
@@ -102,10 +102,16 @@ export class FleetNode {
       actors: {
         container: containerMachine.provide({
           actors: {
-            startContainer: fromPromise(async ({ input }) => {
+            startContainer: fromPromise(async ({ input, signal }) => {
               const workspaceDir = path.join(this.containersDir, input.id);
               await mkdir(workspaceDir, { recursive: true });
-              return this.deps.adapter.start({ id: input.id, profile, workspaceDir });
+              const handle = await this.deps.adapter.start({ id: input.id, profile, workspaceDir });
+              // Stopped while starting: nobody else will ever stop this handle.
+              if (signal.aborted) {
+                await handle.stop();
+                throw new Error("stopped while starting");
+              }
+              return handle;
             }),
             runTask: fromPromise(async ({ input }) =>
               this.events.runTask(input, profile, this.store),

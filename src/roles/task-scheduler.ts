@@ -6,17 +6,17 @@
  * new leader takes over: unacknowledged submissions are delivered again and
  * each record in KV says where its task stands.
  */
-import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { type Actor, createActor, fromPromise } from "xstate";
-import type { FleetView } from "../actors/placement-ladder.js";
 import {
   type DispatchInput,
   priorityRank,
   taskMachine,
   taskRecordOf,
 } from "../actors/task-machine.js";
-import { type FleetNats, isNotFound } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/fleet-nats.js";
+import { TaskLease, taskLeaseKey } from "../adapters/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { NotFoundError, toErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
@@ -26,16 +26,16 @@ import {
   type DispatchReply,
   DispatchReplySchema,
   type DispatchRequest,
-  NodeHeartbeatSchema,
   type OrchestratorStatus,
   type Submission,
   SubmissionSchema,
   TaskEventSchema,
+  type TimelineEvent,
 } from "../protocol/fleet-messages.js";
+import { INTAKE_ACK_WAIT_MS, openEvents, openIntake } from "./durable-consumers.js";
+import { LivenessMonitor, type RunningAttempt } from "./liveness-monitor.js";
 import { PlacementClaims } from "./placement-claims.js";
 
-const NS_PER_MS = 1_000_000;
-const INTAKE_ACK_WAIT_MS = 60_000;
 
 interface OpenTask {
   readonly actor: Actor<typeof taskMachine>;
@@ -45,6 +45,8 @@ interface OpenTask {
   revision: number;
   written: string;
   writing: Promise<void>;
+  /** When this term saw the current attempt start running (for lease expiry). */
+  runningSince: number;
   readonly done: Promise<TaskRecord>;
 }
 
@@ -52,8 +54,7 @@ interface OpenTask {
 export class TaskScheduler {
   private readonly tasks = new Map<string, OpenTask>();
   private readonly sessions = new Map<string, string[]>();
-  private readonly view = { nodes: new Map() } satisfies FleetView;
-  private readonly lastSeen = new Map<string, number>();
+  private readonly liveness: LivenessMonitor;
   private readonly claims = new PlacementClaims();
   private readonly stoppers: Array<() => void> = [];
   private readonly subs: Subscription[] = [];
@@ -71,6 +72,25 @@ export class TaskScheduler {
     private readonly log: Logger,
   ) {
     this.leadingSince = clock.now();
+    this.liveness = new LivenessMonitor(nats, options, clock, log, {
+      nodeSeen: (hb) => {
+        this.claims.observe(hb);
+        this.schedule();
+      },
+      nodeLost: (node) => {
+        for (const t of this.tasks.values()) t.actor.send({ type: "NODE_LOST", node });
+        this.schedule();
+      },
+      leaseExpired: (taskId, attempt) => {
+        const t = this.tasks.get(taskId);
+        if (!t) return;
+        // Revoke first: the holder, should it wake up, finds its lease gone and stops.
+        void TaskLease.revoke(this.nats.kv.leases, taskId, attempt)
+          .catch((err) => this.log.warn({ err: toErrorInfo(err), taskId }, "lease revoke failed"))
+          .finally(() => t.actor.send({ type: "LEASE_LOST", attempt }));
+      },
+      running: () => this.runningAttempts(),
+    });
     this.logic = taskMachine.provide({
       actors: {
         dispatch: fromPromise<DispatchReply, DispatchInput>(({ input }) => this.dispatch(input)),
@@ -93,12 +113,14 @@ export class TaskScheduler {
         callback: (_e, m) => this.onStatus(m),
       }),
     );
-    await this.watchNodes();
-    this.consumers.push(await this.openIntake());
-    this.consumers.push(await this.openEvents());
-    this.stoppers.push(
-      every(this.clock, Math.max(50, this.options.nodeTimeoutMs / 4), () => this.checkNodes()),
-    );
+    await this.liveness.start();
+    this.stoppers.push(() => this.liveness.stop());
+    const intake = await openIntake(this.nats);
+    this.consumers.push(intake);
+    void this.drain(intake, (m) => this.ingest(m));
+    const events = await openEvents(this.nats);
+    this.consumers.push(events);
+    void this.drain(events, (m) => this.applyEvent(m));
     this.stoppers.push(every(this.clock, INTAKE_ACK_WAIT_MS / 3, () => this.keepAlive()));
   }
 
@@ -127,55 +149,6 @@ export class TaskScheduler {
   }
 
   // ---- intake -------------------------------------------------------------------------
-
-  /** (Re)creates the durable intake consumer from its ack floor, so a new term sees every open task at once. */
-  private async openIntake(): Promise<ConsumerMessages> {
-    const { jsm, js, subjects } = this.nats;
-    const stream = subjects.streams.tasks;
-    const name = subjects.consumers.tasks;
-    let startSeq = 1;
-    try {
-      const info = await jsm.consumers.info(stream, name);
-      startSeq = info.ack_floor.stream_seq + 1;
-      await jsm.consumers.delete(stream, name);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    await jsm.consumers.add(stream, {
-      durable_name: name,
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: INTAKE_ACK_WAIT_MS * NS_PER_MS,
-      max_ack_pending: 100_000,
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: startSeq,
-      filter_subject: subjects.tasksWildcard,
-    });
-    const messages = await (await js.consumers.get(stream, name)).consume({ max_messages: 512 });
-    void this.drain(messages, (m) => this.ingest(m));
-    return messages;
-  }
-
-  private async openEvents(): Promise<ConsumerMessages> {
-    const { jsm, js, subjects } = this.nats;
-    const stream = subjects.streams.events;
-    const name = subjects.consumers.events;
-    try {
-      await jsm.consumers.info(stream, name);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await jsm.consumers.add(stream, {
-        durable_name: name,
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: 10_000 * NS_PER_MS,
-        max_ack_pending: 100_000,
-        deliver_policy: DeliverPolicy.All,
-        filter_subject: subjects.taskEventsWildcard,
-      });
-    }
-    const messages = await (await js.consumers.get(stream, name)).consume({ max_messages: 512 });
-    void this.drain(messages, (m) => this.applyEvent(m));
-    return messages;
-  }
 
   private async drain(
     messages: ConsumerMessages,
@@ -248,6 +221,7 @@ export class TaskScheduler {
       revision,
       written: JSON.stringify(record),
       writing: Promise.resolve(),
+      runningSince: this.clock.now(),
       done,
     };
     this.tasks.set(record.taskId, t);
@@ -257,7 +231,9 @@ export class TaskScheduler {
     queue.splice(i, 0, record.taskId);
     this.sessions.set(sessionKey, queue);
 
+    actor.on("timeline", (e) => this.publishTimeline({ ...e.entry, taskId: record.taskId, at: isoNow(this.clock) }));
     actor.on("cancelOnNode", (e) => {
+      void TaskLease.revoke(this.nats.kv.leases, e.taskId, e.attempt).catch(() => {});
       this.nats.nc
         .request(
           this.nats.subjects.node(e.node, "cancel"),
@@ -275,8 +251,11 @@ export class TaskScheduler {
       this.claims.release(record.taskId);
       this.log.debug({ taskId: record.taskId, reason: e.reason }, "placement refused");
     });
+    let lastState: unknown = null;
     actor.subscribe((snap) => {
       if (this.stopped) return;
+      if (snap.value === "running" && lastState !== "running") t.runningSince = this.clock.now();
+      lastState = snap.value;
       this.persist(t, taskRecordOf(snap));
       if (snap.status === "done") {
         this.claims.release(record.taskId);
@@ -316,6 +295,9 @@ export class TaskScheduler {
       msgID: record.taskId,
     });
     t.msg?.ack();
+    // The task is over: its lease and checkpoints have nothing left to guard.
+    await this.nats.kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
+    await this.nats.kv.checkpoints.delete(record.taskId).catch(() => {});
     this.tasks.delete(record.taskId);
     const queue = this.sessions.get(t.sessionKey);
     if (queue) {
@@ -324,6 +306,14 @@ export class TaskScheduler {
       if (queue.length === 0) this.sessions.delete(t.sessionKey);
     }
     this.schedule();
+  }
+
+  /** Publishes a line of the task's timeline; losing one is logged, never fatal. */
+  private publishTimeline(event: TimelineEvent): void {
+    const msgID = `${event.taskId}/${event.attempt}/${event.type}`;
+    this.nats.js
+      .publish(this.nats.subjects.timelineEvent(event.taskId), JSON.stringify(event), { msgID })
+      .catch((err) => this.log.warn({ err: toErrorInfo(err), taskId: event.taskId }, "timeline publish failed"));
   }
 
   /** Keeps the submissions of open tasks from being redelivered while we hold them. */
@@ -363,7 +353,7 @@ export class TaskScheduler {
     for (const warmPass of [true, false]) {
       for (const { t, r } of decisions) {
         if (t.actor.getSnapshot().value !== "queued") continue;
-        const d = this.claims.decide(r.tenant, r.session, this.view);
+        const d = this.claims.decide(r.tenant, r.session, this.liveness.view);
         if (d.kind !== "place") continue;
         const warm = d.placement.rung === "warm" || d.placement.rung === "reserved";
         if (warm !== warmPass) continue;
@@ -440,49 +430,13 @@ export class TaskScheduler {
     m.ack();
   }
 
-  private async watchNodes(): Promise<void> {
-    const watch = await this.nats.kv.nodes.watch({ key: ">" });
-    this.stoppers.push(() => watch.stop());
-    void (async () => {
-      for await (const e of watch) {
-        if (this.stopped) return;
-        if (e.operation !== "PUT") {
-          this.nodeLost(e.key);
-          continue;
-        }
-        const hb = NodeHeartbeatSchema.safeParse(safeJson(e));
-        if (!hb.success) continue;
-        const prev = this.view.nodes.get(hb.data.id);
-        if (prev && prev.startedAt === hb.data.startedAt && prev.seq >= hb.data.seq) continue;
-        this.view.nodes.set(hb.data.id, hb.data);
-        this.lastSeen.set(hb.data.id, this.clock.now());
-        this.claims.observe(hb.data);
-        this.schedule();
-      }
-    })();
-  }
-
-  /** Declares nodes whose heartbeat went stale lost, and running tasks on unknown nodes orphaned. */
-  private checkNodes(): void {
-    const now = this.clock.now();
-    for (const [id, seen] of this.lastSeen) {
-      if (now - seen > this.options.nodeTimeoutMs) this.nodeLost(id);
-    }
-    if (now - this.leadingSince <= this.options.nodeTimeoutMs) return;
+  private *runningAttempts(): Iterable<RunningAttempt> {
     for (const t of this.tasks.values()) {
       const snap = t.actor.getSnapshot();
-      const node = snap.context.record.node;
-      if (snap.value === "running" && node && !this.view.nodes.has(node))
-        t.actor.send({ type: "NODE_LOST", node });
+      if (snap.value !== "running") continue;
+      const r = snap.context.record;
+      yield { taskId: r.taskId, attempt: r.attempts, node: r.node, since: t.runningSince };
     }
-  }
-
-  private nodeLost(id: string): void {
-    const known = this.view.nodes.delete(id);
-    this.lastSeen.delete(id);
-    if (known) this.log.warn({ node: id }, "node lost");
-    for (const t of this.tasks.values()) t.actor.send({ type: "NODE_LOST", node: id });
-    this.schedule();
   }
 
   // ---- control requests ---------------------------------------------------------------

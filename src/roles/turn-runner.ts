@@ -1,17 +1,28 @@
 /**
- * Runs one task attempt in a container and reports it: puts the session's
- * files in place, drives the turn, saves the files after a success, and
- * publishes each step, effect and the outcome to JetStream. A step is
- * acknowledged to the agent only after its event is stored, so a checkpoint
- * the agent saw acked is durable.
+ * Runs one task attempt in a container, durably:
+ *
+ * 1. takes the task's lease (compare-and-set) and renews it while the turn runs;
+ *    losing it stops the turn at once;
+ * 2. opens the task's checkpoint log, which fences off any older attempt, and
+ *    resumes after the last checkpointed step, with the workspace as it was
+ *    right after that step;
+ * 3. for every step the agent reports: saves the workspace as of that step,
+ *    appends the step to the log, publishes a step event, and only then lets
+ *    the agent go on; effects go through the outbox, once per `taskId/step`;
+ * 4. after a success, checks the lease once more, saves the session's files,
+ *    and publishes the result. A failed turn leaves the session's files as
+ *    they were; a retryable one keeps its checkpoints for the next attempt.
  */
 import type { RunTaskInput, TaskOutcome } from "../actors/container-machine.js";
+import { CheckpointLog } from "../adapters/checkpoint-log.js";
+import { EffectOutbox } from "../adapters/effect-outbox.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
 import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
 import type { TurnHooks } from "../adapters/pool-adapter.js";
-import { type Clock, isoNow } from "../clock.js";
+import { LeaseLostError, TaskLease } from "../adapters/task-lease.js";
+import { type Clock, every, isoNow } from "../clock.js";
 import { ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";
-import type { PoolProfile } from "../fleet-options.js";
+import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import type { TaskEvent } from "../protocol/fleet-messages.js";
 
@@ -20,87 +31,102 @@ const PUBLISH_ATTEMPTS = 20;
 /** Turns and their events for one node. */
 export class TurnRunner {
   private readonly inflight = new Set<Promise<unknown>>();
+  private readonly outbox: EffectOutbox;
 
   constructor(
     private readonly nats: FleetNats,
     private readonly nodeId: string,
+    private readonly options: Pick<ResolvedFleetOptions, "leaseRenewMs" | "leaseTtlMs">,
     private readonly clock: Clock,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.outbox = new EffectOutbox(nats.kv.outbox, nats.js, nats.subjects);
+  }
 
   /** The container machine's `runTask` logic. */
-  async runTask(
-    input: RunTaskInput,
-    profile: PoolProfile,
-    store: WorkspaceStore,
-  ): Promise<TaskOutcome> {
-    const { handle, task, containerId, signal } = input;
-    const base = {
-      taskId: task.taskId,
-      attempt: task.attempt,
-      node: this.nodeId,
-      container: containerId,
-    };
+  async runTask(input: RunTaskInput, profile: PoolProfile, store: WorkspaceStore): Promise<TaskOutcome> {
+    const { handle, task, containerId } = input;
+    const { tenant, session, taskId, attempt } = task;
+    const base = { taskId, attempt, node: this.nodeId, container: containerId };
     const event = (e: Omit<TaskEvent, keyof typeof base | "at">) =>
       this.publishEvent({ ...base, ...e, at: isoNow(this.clock) } as TaskEvent);
-    const log = this.log.child({
-      taskId: task.taskId,
-      attempt: task.attempt,
-      container: containerId,
-    });
+    const log = this.log.child({ taskId, attempt, container: containerId });
+    const leaseLost = new AbortController();
+    const signal = AbortSignal.any([input.signal, leaseLost.signal]);
+    let lease: TaskLease | null = null;
+    let stopRenewing = () => {};
 
     await event({ type: "started" });
     try {
-      const warm = input.warm;
-      if (!warm || warm.tenant !== task.tenant || warm.session !== task.session) {
-        await store.restore(task.tenant, task.session, handle.workspaceDir);
+      const owner = `${this.nodeId}/${containerId}`;
+      lease = await TaskLease.acquire(this.nats.kv.leases, taskId, attempt, owner, this.options.leaseTtlMs, this.clock);
+      const held = lease;
+      stopRenewing = every(this.clock, this.options.leaseRenewMs, () => {
+        held.renew().catch(() => leaseLost.abort("lease-lost"));
+      });
+      const checkpoints = await CheckpointLog.open(this.nats.kv.checkpoints, taskId, attempt, owner);
+
+      let resumeAfter = checkpoints.steps.length;
+      if (resumeAfter > 0 && !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))) {
+        // The files of the last checkpoint are gone: resuming would run on the wrong state.
+        log.warn({ resumeAfter }, "checkpoint files missing; starting the turn over");
+        await checkpoints.reset();
+        resumeAfter = 0;
       }
+      if (resumeAfter === 0) {
+        const warm = input.warm;
+        if (!warm || warm.tenant !== tenant || warm.session !== session) {
+          await store.restore(tenant, session, handle.workspaceDir);
+        }
+      }
+
       const hooks: TurnHooks = {
         onStep: async (s) => {
+          const at = isoNow(this.clock);
+          await store.saveCheckpoint(tenant, session, taskId, s.step, handle.workspaceDir);
+          await checkpoints.append({ step: s.step, name: s.name, output: s.output, at });
           await event({ type: "step", step: s.step, message: s.name });
         },
         onEffect: async (e) => {
-          const subject = this.nats.subjects.effect(task.tenant, e.kind);
-          // The message id makes a replayed step's effect a duplicate the stream drops.
-          await this.withRetry(() =>
-            this.nats.js.publish(
-              subject,
-              JSON.stringify({ taskId: task.taskId, step: e.step, payload: e.payload }),
-              {
-                msgID: `${task.taskId}/${e.step}`,
-              },
-            ),
+          const result = await this.withRetry(() =>
+            this.outbox.deliver({ tenant, taskId, step: e.step, kind: e.kind, payload: e.payload }),
           );
-          await event({ type: "effect", step: e.step, message: e.kind });
+          await event({ type: "effect", step: e.step, message: `${e.kind} (${result})` });
         },
         onLog: (l) => log.debug({ agent: l.level }, l.msg),
       };
       const output = await handle.runTurn(
         {
           type: "turn",
-          taskId: task.taskId,
-          attempt: task.attempt,
-          tenant: task.tenant,
-          session: task.session,
+          taskId,
+          attempt,
+          tenant,
+          session,
           input: task.input,
           behavior: {},
-          resumeAfter: 0,
-          steps: [],
+          resumeAfter,
+          steps: checkpoints.steps.slice(0, resumeAfter).map((s) => s.output),
         },
         hooks,
         { timeoutMs: task.timeoutMs ?? profile.turnTimeoutMs, signal },
       );
-      // The result is published only once the session's files are saved.
-      await store.save(task.tenant, task.session, handle.workspaceDir);
+      // Still ours? A holder that lost its lease must not overwrite the session's files.
+      await lease.renew();
+      await store.save(tenant, session, handle.workspaceDir);
       await event({ type: "succeeded", output });
+      await store.dropCheckpoints(tenant, session, taskId);
       return { ok: true, agentAlive: handle.alive };
     } catch (err) {
-      const e = asTurnError(err, signal);
+      const e = asTurnError(err, input.signal, leaseLost.signal);
       log.info({ error: e.toInfo(), retryable: e.retryable }, "turn failed");
       await event({ type: "failed", error: e.toInfo(), retryable: e.retryable }).catch((pubErr) =>
         log.error({ err: toErrorInfo(pubErr) }, "could not report a failed turn"),
       );
+      if (!e.retryable) await store.dropCheckpoints(tenant, session, taskId).catch(() => {});
       return { ok: false, agentAlive: handle.alive };
+    } finally {
+      stopRenewing();
+      await lease?.release();
     }
   }
 
@@ -108,9 +134,7 @@ export class TurnRunner {
   publishEvent(event: TaskEvent): Promise<void> {
     const subject = this.nats.subjects.taskEvent(event.taskId);
     const msgID = `${event.taskId}/${event.attempt}/${event.type}/${event.step ?? 0}`;
-    const p = this.withRetry(() =>
-      this.nats.js.publish(subject, JSON.stringify(event), { msgID }),
-    ).then(() => {});
+    const p = this.withRetry(() => this.nats.js.publish(subject, JSON.stringify(event), { msgID })).then(() => {});
     this.inflight.add(p);
     return p.finally(() => this.inflight.delete(p));
   }
@@ -120,13 +144,14 @@ export class TurnRunner {
     await Promise.allSettled([...this.inflight]);
   }
 
+  /** Retries NATS operations through a server restart or a brief disconnect. */
   private async withRetry<T>(fn: () => Promise<T>): Promise<T> {
     let delay = 100;
     for (let i = 1; ; i++) {
       try {
         return await fn();
       } catch (err) {
-        if (i >= PUBLISH_ATTEMPTS || this.nats.nc.isClosed()) throw err;
+        if (i >= PUBLISH_ATTEMPTS || this.nats.nc.isClosed() || err instanceof ClawfleetError) throw err;
         await new Promise((r) => this.clock.setTimeout(r, delay));
         delay = Math.min(delay * 2, 2000);
       }
@@ -134,11 +159,12 @@ export class TurnRunner {
   }
 }
 
-/** The error a turn ended with; a node shutdown is retryable wherever it surfaced. */
-function asTurnError(err: unknown, signal: AbortSignal): ClawfleetError {
-  if (signal.aborted && signal.reason === "shutdown") {
+/** The error a turn ended with; why the turn was stopped wins over how it surfaced. */
+function asTurnError(err: unknown, stop: AbortSignal, lease: AbortSignal): ClawfleetError {
+  if (stop.aborted && stop.reason === "shutdown") {
     return new RetryableError("NODE_STOPPING", "the node stopped while running the turn");
   }
+  if (lease.aborted) return new LeaseLostError("the task's lease was taken over while the turn ran");
   if (err instanceof ClawfleetError) return err;
   return new RetryableError("INTERNAL", (err as Error)?.message ?? String(err), { cause: err });
 }

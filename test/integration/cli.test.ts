@@ -8,6 +8,8 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import { CliProcess, runCli } from "../harness/cli-process.js";
 import { NatsServer } from "../harness/nats-server.js";
@@ -104,39 +106,50 @@ describe("roles as separate processes", () => {
     expect(missing.stderr).toMatch(/^clawfleet: NOT_FOUND: /);
   });
 
-  it("finishes a task on the other node when its node is killed", async () => {
-    const first = JSON.parse(
-      (await cli("send", "--json", "--session", "survivor", "hi")).stdout,
-    ) as TaskRecord;
+  it("finishes a task on the other node when its node is killed, from its last checkpoint", async () => {
+    const first = JSON.parse((await cli("send", "--json", "--session", "survivor", "hi")).stdout) as TaskRecord;
     const victim = first.node!;
     const other = victim === "node-a" ? "node-b" : "node-a";
-    const input = script({ op: "sleep", ms: 1500 }, { op: "reply", text: "made it" });
-    const pending = cli("send", "--json", "--session", "survivor", "--wait", "30000", input);
-    await waitForBusy(cli, victim);
+    const key = "survivor-2";
+    const taskId = taskIdForKey("default", key);
+    const nc = await nats.connect();
+    const checkpointed = firstEvent(nc, `fleet.events.task.${taskId}`, (e) => e.type === "step" && e.step === 1);
+    const input = script(
+      { op: "write", path: "steps.log", text: "one\n", append: true },
+      { op: "sleep", ms: 1500 },
+      { op: "reply", text: "made it" },
+    );
+    const pending = cli("send", "--json", "--session", "survivor", "--wait", "30000", "-k", key, input);
+    await checkpointed;
     await nodes[victim]!.stop("SIGKILL");
     const done = JSON.parse((await pending).stdout) as TaskRecord;
-    expect(done).toMatchObject({
-      status: "succeeded",
-      output: "made it",
-      node: other,
-      attempts: 2,
-    });
+    expect(done).toMatchObject({ status: "succeeded", output: "made it", node: other, attempts: 2 });
+    // Step 1 ran once: the second attempt resumed after its checkpoint, with its files.
+    const saved = path.join(dir, "data", "sessions", "default", "survivor", "steps.log");
+    expect(await readFile(saved, "utf8")).toBe("one\n");
+    const history = await cli("task", taskId, "--json");
+    expect((JSON.parse(history.stdout) as TaskRecord).history.map((h) => [h.node, h.outcome])).toEqual([
+      [victim, "lost"],
+      [other, "succeeded"],
+    ]);
     // The session's state moved with it: its turn count goes on.
     const next = await cli("send", "--session", "survivor", "again");
     expect(next.stdout).toBe("turn 3: again\n");
   });
 });
 
-/** Waits until `node` shows a busy container (the CLI's status is its only view of the fleet). */
-async function waitForBusy(
-  cli: (...a: string[]) => Promise<{ stdout: string }>,
-  node: string,
+/** Resolves with the first message on `subject` that `match` accepts. */
+async function firstEvent(
+  nc: NatsConnection,
+  subject: string,
+  match: (e: { type: string; step?: number }) => boolean,
 ): Promise<void> {
-  for (;;) {
-    const s = JSON.parse((await cli("status", "--json")).stdout) as {
-      nodes: Array<{ id: string; pools: Array<{ states: Record<string, number> }> }>;
-    };
-    if (s.nodes.some((n) => n.id === node && n.pools.some((p) => (p.states.busy ?? 0) > 0))) return;
+  const sub = nc.subscribe(subject);
+  for await (const m of sub) {
+    if (match(m.json())) {
+      sub.unsubscribe();
+      return;
+    }
   }
 }
 
