@@ -1,0 +1,446 @@
+/**
+ * `npm run bench -- tasks`: no-op task throughput (tasks/s) and warm-path latency
+ * (submit → result) of a one-node fleet, and side by side in the same run BullMQ on a
+ * local redis-server doing the same no-op jobs; the report gives clawfleet/BullMQ ratios.
+ *
+ * The phases run one after the other, each alone on the machine (the fleet and its
+ * nats-server are stopped before redis-server starts):
+ * - throughput: `--tasks` tasks spread round robin over `--sessions` sessions, at most
+ *   `--window` in flight; tasks/s from the first submit to the last result. clawfleet
+ *   runs a session's tasks one at a time, in order; BullMQ has no such order (groups are
+ *   a BullMQ Pro feature), so its jobs carry the session only as data.
+ * - latency: `--latency` sequential calls on one warm session, submit → result
+ *   (clawfleet: `run` through the API; BullMQ: `add` then `waitUntilFinished`).
+ *
+ * Both sides run in this process (client + every fleet role; producer + worker). The
+ * fleet runs with its default durability, which has no off switch: submissions in
+ * JetStream, records in KV, task leases renewed while a turn runs, and every step
+ * checkpointed before the agent is acknowledged. The fleet options in force (lease
+ * timings included) are in the report's `params.clawfleet.options`, and the commit
+ * measured in `versions.git`.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, readFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { type Job, Queue, QueueEvents, Worker } from "bullmq";
+import {
+  ensureNatsServer,
+  FleetClient,
+  findNatsServer,
+  fleetSubjects,
+  processPoolAvailableSandbox,
+  resolveFleetOptions,
+  startLocalFleet,
+  startNatsServer,
+  type TaskRecord,
+} from "../src/index.js";
+import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
+import {
+  Completions,
+  LatencyRecorder,
+  type LatencySummary,
+  round,
+  runWindowed,
+} from "./lib/measure.js";
+import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
+import { ensureRedisServer, redisVersion, startRedisServer } from "./lib/redis-server.js";
+
+const PARAMS = {
+  tasks: { default: 2000, min: 1, help: "no-op tasks in the throughput run" },
+  sessions: { default: 16, min: 1, help: "sessions the throughput tasks are spread over" },
+  window: { default: 32, min: 1, help: "throughput tasks in flight at once" },
+  latency: { default: 500, min: 1, help: "sequential submit→result calls on one session" },
+  warmup: { default: 200, min: 0, help: "unmeasured tasks first (and warmup/4 latency calls)" },
+  pool: { default: 4, min: 1, help: "fleet pool size (minIdle = max) = BullMQ concurrency" },
+} satisfies Record<string, IntParam>;
+
+type Params = Record<keyof typeof PARAMS, number>;
+
+export const usage = `npm run bench -- tasks [options]
+
+No-op task throughput and warm-path latency: a one-node clawfleet (own nats-server,
+process pool) against BullMQ on a local redis-server. JSON report on stdout, summary on stderr.
+
+${paramsUsage(PARAMS)}`;
+
+/** The reference agent's plain-text input: one step, appended to the session's memory. */
+const INPUT = "ping";
+const TASK_TIMEOUT_MS = 120_000;
+const POOL_READY_TIMEOUT_MS = 60_000;
+
+/** What one side measured. */
+interface SideResult {
+  readonly throughput_tps: number;
+  readonly throughput_elapsed_ms: number;
+  /** Sequential calls on one warm session: the warm path. */
+  readonly latency_ms: LatencySummary;
+  /** Submit → result of every throughput task: latency with the window full. */
+  readonly loaded_latency_ms: LatencySummary;
+}
+
+interface ClawfleetResult extends SideResult {
+  /** Ladder rungs the throughput tasks were placed on. */
+  readonly rungs: Record<string, number>;
+  /** Throughput tasks that needed more than one attempt. */
+  readonly retried: number;
+}
+
+/** Runs the bench; resolves with the JSON report (and prints the summary on stderr). */
+export async function run(argv: readonly string[]): Promise<object> {
+  const params = parseIntParams(argv, PARAMS);
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const git = await gitState(); // before measuring: src/ may change during a long run
+  return withCleanup(async (cleanup) => {
+    // Both servers are checked first, so a missing one fails before a minute of measuring.
+    const natsBinary = await natsServerBinary();
+    const redisBinary = await ensureRedisServer();
+    const root = await tempDir(cleanup, "clawfleet-bench-");
+
+    const fleetSide = await cleanup.scope((c) => benchClawfleet(params, natsBinary, root, c));
+    const bullSide = await cleanup.scope((c) => benchBullmq(params, redisBinary, root, c));
+
+    const report = {
+      bench: "tasks",
+      date: startedAt.toISOString(),
+      duration_s: round((performance.now() - t0) / 1000, 1),
+      machine: {
+        cpus: cpus().length,
+        cpu_model: cpus()[0]?.model.trim() ?? null,
+        memory_gib: round(totalmem() / 2 ** 30, 1),
+        node: process.version,
+        platform: `${process.platform}-${process.arch}`,
+      },
+      versions: {
+        clawfleet: await packageVersion(".."),
+        nats_server: await commandVersion(natsBinary, /v?(\d+\.\d+\.\d+\S*)/),
+        bullmq: await packageVersion("../node_modules/bullmq"),
+        redis_server: await redisVersion(redisBinary),
+        git,
+      },
+      params: {
+        ...params,
+        input: INPUT,
+        clawfleet: fleetSide.config,
+        bullmq: {
+          concurrency: params.pool,
+          processor: "async no-op in this process",
+          completion: "QueueEvents (throughput), job.waitUntilFinished (latency)",
+          redis: 'redis-server --save "" --appendonly no, loopback TCP',
+        },
+      },
+      clawfleet: fleetSide.result,
+      bullmq: bullSide,
+      ratios: ratios(fleetSide.result, bullSide),
+    };
+    process.stderr.write(summary(report));
+    return report;
+  });
+}
+
+// ---------------------------------------------------------------------------- clawfleet
+
+async function benchClawfleet(params: Params, binary: string, root: string, cleanup: Cleanup) {
+  const natsDir = path.join(root, "nats");
+  progress(`clawfleet: starting nats-server and a one-node fleet (pool ${params.pool})`);
+  const server = await startNatsServer({
+    storeDir: natsDir,
+    binary,
+    logFile: path.join(natsDir, "nats-server.log"),
+  });
+  cleanup.defer("stop nats-server", () => server.stop());
+  const options = resolveFleetOptions({
+    nodeId: "bench",
+    natsUrl: server.url,
+    dataDir: path.join(root, "fleet"),
+    pools: [{ minIdle: params.pool, max: params.pool }],
+  });
+  const fleet = await startLocalFleet(options);
+  cleanup.defer("stop the fleet", () => fleet.stop());
+  const client = await FleetClient.connect(server.url, { prefix: options.prefix });
+  cleanup.defer("close the client", () => client.close());
+  await waitForIdleContainers(client, params.pool);
+
+  // Results arrive on one wildcard subscription, as any client may follow them.
+  const results = new Completions<TaskRecord>();
+  const sub = client.nc.subscribe(fleetSubjects(options.prefix).resultsWildcard, {
+    callback: (err, msg) => {
+      if (err) return;
+      const record = msg.json<TaskRecord>();
+      if (record.status === "succeeded") results.settle(record.taskId, record);
+      else results.fail(record.taskId, taskError(record));
+    },
+  });
+  cleanup.defer("unsubscribe from results", () => sub.unsubscribe());
+  await client.nc.flush();
+
+  const rungs: Record<string, number> = {};
+  let retried = 0;
+  const loaded = new LatencyRecorder();
+  const task = (measured: boolean) => async (i: number) => {
+    const t0 = performance.now();
+    const { taskId } = await client.submit({ session: `s${i % params.sessions}`, input: INPUT });
+    const record = await results.wait(taskId, TASK_TIMEOUT_MS);
+    if (!measured) return;
+    loaded.record(performance.now() - t0);
+    const rung = record.rung ?? "none";
+    rungs[rung] = (rungs[rung] ?? 0) + 1;
+    if (record.attempts > 1) retried++;
+  };
+  progress(`clawfleet: warmup (${params.warmup} tasks)`);
+  await runWindowed(params.warmup, params.window, task(false));
+  progress(`clawfleet: throughput (${params.tasks} tasks, window ${params.window})`);
+  const elapsed = await runWindowed(params.tasks, params.window, task(true));
+  sub.unsubscribe();
+
+  progress(`clawfleet: latency (${params.latency} sequential runs)`);
+  const latency = new LatencyRecorder();
+  const runOne = async () => {
+    const record = await client.run({ session: "latency", input: INPUT, waitMs: TASK_TIMEOUT_MS });
+    if (record.status !== "succeeded") throw taskError(record);
+  };
+  for (let i = 0; i < Math.ceil(params.warmup / 4); i++) await runOne();
+  for (let i = 0; i < params.latency; i++) await latency.time(runOne);
+
+  const { dataDir: _d, natsUrl: _n, nodeId: _id, ...shownOptions } = options;
+  const config = { sandbox: await processPoolAvailableSandbox(), options: shownOptions };
+  const result: ClawfleetResult = {
+    throughput_tps: round((params.tasks * 1000) / elapsed, 1),
+    throughput_elapsed_ms: round(elapsed, 1),
+    latency_ms: latency.summary(),
+    loaded_latency_ms: loaded.summary(),
+    rungs,
+    retried,
+  };
+  progress(`clawfleet: ${result.throughput_tps} tasks/s, p50 ${result.latency_ms.p50} ms`);
+  return { result, config };
+}
+
+/** Waits until the pool has started its warm containers. */
+async function waitForIdleContainers(client: FleetClient, count: number): Promise<void> {
+  const deadline = Date.now() + POOL_READY_TIMEOUT_MS;
+  for (;;) {
+    const status = await client.status().catch(() => null);
+    const idle = status?.containers.idle ?? 0;
+    if (idle >= count) return;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `the pool has ${idle} idle containers of ${count} after ${POOL_READY_TIMEOUT_MS} ms: ${JSON.stringify(status?.containers ?? null)}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function taskError(record: TaskRecord): Error {
+  const why = record.error ? `${record.error.code}: ${record.error.message}` : "no error recorded";
+  return new Error(`task ${record.taskId} (session ${record.session}) ${record.status}: ${why}`);
+}
+
+/** nats-server's path; installed with apt-get first when missing and we are root. */
+async function natsServerBinary(): Promise<string> {
+  const found = findNatsServer();
+  if (found !== null) return found;
+  const root = process.getuid?.() === 0;
+  if (root)
+    progress("nats-server is missing; installing it as root: apt-get install -y nats-server");
+  return ensureNatsServer({ autoInstall: root });
+}
+
+// ------------------------------------------------------------------------------ BullMQ
+
+interface JobData {
+  readonly session: string;
+  readonly input: string;
+}
+
+async function benchBullmq(
+  params: Params,
+  binary: string,
+  root: string,
+  cleanup: Cleanup,
+): Promise<SideResult> {
+  const dir = path.join(root, "redis");
+  await mkdir(dir, { recursive: true });
+  progress(`bullmq: starting redis-server and a worker (concurrency ${params.pool})`);
+  const redis = await startRedisServer(binary, dir);
+  cleanup.defer("stop redis-server", () => redis.stop());
+  const connection = { host: redis.host, port: redis.port, maxRetriesPerRequest: null };
+  const name = "bench-tasks";
+  const queue = new Queue<JobData, string>(name, { connection });
+  cleanup.defer("close the queue", () => queue.close());
+  const events = new QueueEvents(name, { connection });
+  cleanup.defer("close the queue events", () => events.close());
+  const worker = new Worker<JobData, string>(
+    name,
+    async (job: Job<JobData, string>) => `ok: ${job.data.input}`,
+    { connection, concurrency: params.pool },
+  );
+  cleanup.defer("close the worker", () => worker.close());
+  await Promise.all([queue.waitUntilReady(), events.waitUntilReady(), worker.waitUntilReady()]);
+
+  const addAndWait = async (session: string) => {
+    const job = await queue.add("noop", { session, input: INPUT });
+    await job.waitUntilFinished(events, TASK_TIMEOUT_MS);
+  };
+  // QueueEvents reads new events only; one job through waitUntilFinished (which also
+  // checks the job's state) makes sure its stream reader is live before the warmup.
+  await addAndWait("s0");
+
+  const done = new Completions<string>();
+  const onCompleted = ({ jobId, returnvalue }: { jobId: string; returnvalue: string }) =>
+    done.settle(jobId, returnvalue);
+  const onFailed = ({ jobId, failedReason }: { jobId: string; failedReason: string }) =>
+    done.fail(jobId, new Error(`job ${jobId} failed: ${failedReason}`));
+  events.on("completed", onCompleted);
+  events.on("failed", onFailed);
+  const loaded = new LatencyRecorder();
+  const job = (measured: boolean) => async (i: number) => {
+    const t0 = performance.now();
+    const added = await queue.add("noop", { session: `s${i % params.sessions}`, input: INPUT });
+    if (added.id === undefined) throw new Error("BullMQ added a job without an id");
+    await done.wait(added.id, TASK_TIMEOUT_MS);
+    if (measured) loaded.record(performance.now() - t0);
+  };
+  progress(`bullmq: warmup (${params.warmup} jobs)`);
+  await runWindowed(params.warmup, params.window, job(false));
+  progress(`bullmq: throughput (${params.tasks} jobs, window ${params.window})`);
+  const elapsed = await runWindowed(params.tasks, params.window, job(true));
+  events.off("completed", onCompleted);
+  events.off("failed", onFailed);
+
+  progress(`bullmq: latency (${params.latency} sequential jobs)`);
+  const latency = new LatencyRecorder();
+  for (let i = 0; i < Math.ceil(params.warmup / 4); i++) await addAndWait("latency");
+  for (let i = 0; i < params.latency; i++) await latency.time(() => addAndWait("latency"));
+
+  const result: SideResult = {
+    throughput_tps: round((params.tasks * 1000) / elapsed, 1),
+    throughput_elapsed_ms: round(elapsed, 1),
+    latency_ms: latency.summary(),
+    loaded_latency_ms: loaded.summary(),
+  };
+  progress(`bullmq: ${result.throughput_tps} jobs/s, p50 ${result.latency_ms.p50} ms`);
+  return result;
+}
+
+// ------------------------------------------------------------------------------ report
+
+/** clawfleet ÷ BullMQ: throughput above 1 and latencies below 1 favour clawfleet. */
+function ratios(cf: SideResult, bq: SideResult) {
+  const r = (a: number, b: number) => (b > 0 ? Number((a / b).toPrecision(3)) : null);
+  return {
+    throughput: r(cf.throughput_tps, bq.throughput_tps),
+    p50: r(cf.latency_ms.p50, bq.latency_ms.p50),
+    p90: r(cf.latency_ms.p90, bq.latency_ms.p90),
+    p99: r(cf.latency_ms.p99, bq.latency_ms.p99),
+    max: r(cf.latency_ms.max, bq.latency_ms.max),
+    loaded_p50: r(cf.loaded_latency_ms.p50, bq.loaded_latency_ms.p50),
+    loaded_p99: r(cf.loaded_latency_ms.p99, bq.loaded_latency_ms.p99),
+  };
+}
+
+interface SummaryInput {
+  machine: { cpus: number; node: string };
+  params: Params & { clawfleet: { sandbox: string } };
+  clawfleet: ClawfleetResult;
+  bullmq: SideResult;
+  ratios: ReturnType<typeof ratios>;
+  duration_s: number;
+}
+
+function summary(r: SummaryInput): string {
+  const p = r.params;
+  const rows: Array<[string, number, number, number | null]> = [
+    [
+      "throughput (tasks/s)",
+      r.clawfleet.throughput_tps,
+      r.bullmq.throughput_tps,
+      r.ratios.throughput,
+    ],
+    ["latency p50 (ms)", r.clawfleet.latency_ms.p50, r.bullmq.latency_ms.p50, r.ratios.p50],
+    ["latency p90 (ms)", r.clawfleet.latency_ms.p90, r.bullmq.latency_ms.p90, r.ratios.p90],
+    ["latency p99 (ms)", r.clawfleet.latency_ms.p99, r.bullmq.latency_ms.p99, r.ratios.p99],
+    ["latency max (ms)", r.clawfleet.latency_ms.max, r.bullmq.latency_ms.max, r.ratios.max],
+    [
+      "loaded p50 (ms)",
+      r.clawfleet.loaded_latency_ms.p50,
+      r.bullmq.loaded_latency_ms.p50,
+      r.ratios.loaded_p50,
+    ],
+    [
+      "loaded p99 (ms)",
+      r.clawfleet.loaded_latency_ms.p99,
+      r.bullmq.loaded_latency_ms.p99,
+      r.ratios.loaded_p99,
+    ],
+  ];
+  const num = (x: number | null) => (x === null ? "-" : String(x));
+  const lines = [
+    "",
+    `tasks bench: ${r.machine.cpus} cpus, node ${r.machine.node}, ${r.duration_s} s`,
+    `  ${p.tasks} no-op tasks over ${p.sessions} sessions, window ${p.window}; ` +
+      `${p.latency} sequential latency calls; pool ${p.pool} (${p.clawfleet.sandbox}) vs BullMQ concurrency ${p.pool}`,
+    "",
+    `${"".padEnd(22)}${"clawfleet".padStart(12)}${"bullmq".padStart(12)}${"clawfleet/bullmq".padStart(19)}`,
+    ...rows.map(
+      ([label, a, b, ratio]) =>
+        `${label.padEnd(22)}${num(a).padStart(12)}${num(b).padStart(12)}${num(ratio).padStart(19)}`,
+    ),
+    "",
+    `  clawfleet placements: ${
+      Object.entries(r.clawfleet.rungs)
+        .map(([rung, n]) => `${rung} ${n}`)
+        .join(", ") || "none"
+    }; retried ${r.clawfleet.retried}`,
+    "  throughput ratio > 1 and latency ratios < 1 favour clawfleet",
+    "",
+  ];
+  return `${lines.join("\n")}\n`;
+}
+
+const benchDir = path.dirname(fileURLToPath(import.meta.url));
+
+/** The `version` of a package.json relative to bench/, or null. */
+async function packageVersion(dir: string): Promise<string | null> {
+  try {
+    const pkg = JSON.parse(await readFile(path.join(benchDir, dir, "package.json"), "utf8")) as {
+      version?: string;
+    };
+    return pkg.version ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function commandVersion(binary: string, pattern: RegExp): Promise<string | null> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(binary, ["--version"], { timeout: 5_000 });
+    return pattern.exec(`${stdout}${stderr}`)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The commit measured, and whether src/ had uncommitted changes (figures then are of those). */
+async function gitState(): Promise<{ commit: string; src_dirty: boolean } | null> {
+  const git = (...args: string[]) =>
+    promisify(execFile)("git", args, { cwd: benchDir, timeout: 5_000 }).then((r) => r.stdout);
+  try {
+    const commit = (await git("rev-parse", "--short", "HEAD")).trim();
+    const dirty = (await git("status", "--porcelain", "--", "../src")).trim() !== "";
+    return { commit, src_dirty: dirty };
+  } catch {
+    return null;
+  }
+}
+
+const benchStart = performance.now();
+
+function progress(message: string): void {
+  const s = ((performance.now() - benchStart) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${s}s] ${message}\n`);
+}
