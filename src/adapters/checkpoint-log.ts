@@ -6,6 +6,7 @@
  */
 import type { KV } from "@nats-io/kv";
 import { TerminalError } from "../errors.js";
+import { isCasConflict } from "./nats-retry.js";
 import { LeaseLostError } from "./task-lease.js";
 
 /** One checkpointed step. */
@@ -48,7 +49,8 @@ export class CheckpointLog {
         ? await kv.update(taskId, JSON.stringify(value), entry.revision)
         : await kv.create(taskId, JSON.stringify(value));
       return new CheckpointLog(kv, value, revision);
-    } catch {
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
       throw new LeaseLostError(`task ${taskId} attempt ${attempt}: checkpoint log taken over`);
     }
   }
@@ -68,24 +70,32 @@ export class CheckpointLog {
     if (size > MAX_STEP_OUTPUT_BYTES) {
       throw new TerminalError("STEP_OUTPUT_TOO_LARGE", `step ${step.step} output is ${size} bytes; the limit is ${MAX_STEP_OUTPUT_BYTES}`);
     }
-    const next: CheckpointValue = { ...this.value, steps: [...this.value.steps, step] };
+    await this.write({ ...this.value, steps: [...this.value.steps, step] });
+  }
+
+  /**
+   * Compare-and-set write of the whole log. A conflict means another attempt
+   * took the log over, unless the stored value is exactly ours (a retried write
+   * whose first try landed). Other errors are rethrown for the caller to retry.
+   */
+  private async write(next: CheckpointValue): Promise<void> {
+    const json = JSON.stringify(next);
     try {
-      this.revision = await this.kv.update(this.value.taskId, JSON.stringify(next), this.revision);
-      this.value = next;
-    } catch {
-      throw new LeaseLostError(`task ${this.value.taskId} attempt ${this.value.attempt}: checkpoint log taken over`);
+      this.revision = await this.kv.update(next.taskId, json, this.revision);
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
+      const entry = await this.kv.get(next.taskId);
+      if (entry?.operation !== "PUT" || entry.string() !== json) {
+        throw new LeaseLostError(`task ${next.taskId} attempt ${next.attempt}: checkpoint log taken over`);
+      }
+      this.revision = entry.revision;
     }
+    this.value = next;
   }
 
   /** Forgets every step (their files are gone): the turn starts over. */
   async reset(): Promise<void> {
-    const next: CheckpointValue = { ...this.value, steps: [] };
-    try {
-      this.revision = await this.kv.update(this.value.taskId, JSON.stringify(next), this.revision);
-      this.value = next;
-    } catch {
-      throw new LeaseLostError(`task ${this.value.taskId} attempt ${this.value.attempt}: checkpoint log taken over`);
-    }
+    await this.write({ ...this.value, steps: [] });
   }
 
   /** Reads a task's log without opening it. */

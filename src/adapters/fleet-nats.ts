@@ -16,6 +16,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { ConfigError } from "../errors.js";
+import { isNotFound } from "./nats-retry.js";
 import { type FleetSubjects, fleetSubjects } from "../protocol/fleet-subjects.js";
 
 /** Options for {@link connectFleet}. */
@@ -148,16 +149,4 @@ async function provisionStreams(
       await jsm.streams.add(cfg);
     }
   }
-}
-
-/** Whether a JetStream API error means "no such stream/consumer/key". */
-export function isNotFound(err: unknown): boolean {
-  const e = err as { code?: number | string; message?: string; api_error?: { err_code?: number } };
-  const code = e?.api_error?.err_code;
-  return code === 10059 || code === 10014 || /not found/i.test(e?.message ?? "");
-}
-
-/** Encodes a JSON value for a NATS payload. */
-export function encodeJson(value: unknown): string {
-  return JSON.stringify(value);
 }

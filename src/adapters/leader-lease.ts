@@ -6,6 +6,7 @@
  */
 import type { KV } from "@nats-io/kv";
 import type { Clock } from "../clock.js";
+import { isCasConflict } from "./nats-retry.js";
 
 /** The key of the orchestrator's leader lease in the leases bucket. */
 export const ORCHESTRATOR_LEASE_KEY = "orchestrator";
@@ -53,12 +54,22 @@ export class LeaderLease {
     }
   }
 
-  /** Extends our lease; false means it is no longer ours. */
+  /**
+   * Extends our lease: `true` when extended, `false` when someone else holds it
+   * now. A disconnect rethrows: the lease may still be ours until it expires.
+   */
   async renew(): Promise<boolean> {
     try {
       this.revision = await this.kv.update(this.key, this.encode(this.clock.now()), this.revision);
       return true;
-    } catch {
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
+      // A retried write whose first try landed looks like a conflict: check whose it is.
+      const entry = await this.kv.get(this.key);
+      if (entry?.operation === "PUT" && entry.json<LeaseValue>().owner === this.owner) {
+        this.revision = entry.revision;
+        return true;
+      }
       return false;
     }
   }

@@ -9,6 +9,7 @@
 import type { KV } from "@nats-io/kv";
 import type { Clock } from "../clock.js";
 import { RetryableError } from "../errors.js";
+import { isCasConflict } from "./nats-retry.js";
 
 /** The stored value of a task lease. */
 export interface TaskLeaseValue {
@@ -69,26 +70,38 @@ export class TaskLease {
       }
       return new TaskLease(kv, taskId, attempt, owner, ttlMs, clock, revision);
     } catch (err) {
-      if (err instanceof LeaseLostError) throw err;
+      if (!isCasConflict(err)) throw err;
       throw new LeaseLostError(`task ${taskId} attempt ${attempt}: lost the race for its lease`);
     }
   }
 
-  /** Extends the lease; throws {@link LeaseLostError} when someone else wrote it. */
+  /**
+   * Extends the lease. Throws {@link LeaseLostError} when someone else wrote it;
+   * rethrows anything else (a disconnect): the caller decides how long to ride that out.
+   */
   async renew(): Promise<void> {
+    const key = taskLeaseKey(this.taskId);
     try {
-      this.revision = await this.kv.update(
-        taskLeaseKey(this.taskId),
-        JSON.stringify({
-          owner: this.owner,
-          attempt: this.attempt,
-          expiresAt: this.clock.now() + this.ttlMs,
-        } satisfies TaskLeaseValue),
-        this.revision,
-      );
-    } catch {
+      this.revision = await this.kv.update(key, this.value(), this.revision);
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
+      // A retried write whose first try landed looks like a conflict: check whose it is.
+      const entry = await this.kv.get(key);
+      const held = entry?.operation === "PUT" ? entry.json<TaskLeaseValue>() : null;
+      if (held && held.owner === this.owner && held.attempt === this.attempt && !held.revoked) {
+        this.revision = entry!.revision;
+        return;
+      }
       throw new LeaseLostError(`task ${this.taskId} attempt ${this.attempt}: lease taken over`);
     }
+  }
+
+  private value(): string {
+    return JSON.stringify({
+      owner: this.owner,
+      attempt: this.attempt,
+      expiresAt: this.clock.now() + this.ttlMs,
+    } satisfies TaskLeaseValue);
   }
 
   /** Gives the lease up if it is still ours. */

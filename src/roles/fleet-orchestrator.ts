@@ -66,8 +66,18 @@ export class FleetOrchestrator {
         log.error({ err: toErrorInfo(err) }, "scheduler failed to start");
         sendBack({ type: "DEPOSED", reason: "scheduler failed to start" });
       });
+      // A takeover deposes at once; a disconnect only shortly before the lease could lapse.
+      let lastOk = clock.now();
       const stopRenewing = every(clock, renewMs, () => {
-        lease.renew().then((ok) => !ok && sendBack({ type: "DEPOSED", reason: "lease lost" }));
+        lease.renew().then(
+          (ok) => {
+            if (ok) lastOk = clock.now();
+            else sendBack({ type: "DEPOSED", reason: "lease taken over" });
+          },
+          () => {
+            if (clock.now() - lastOk >= 0.8 * options.nodeTimeoutMs) sendBack({ type: "DEPOSED", reason: "lease lapsed" });
+          },
+        );
       });
       return () => {
         stopRenewing();

@@ -16,6 +16,7 @@ import {
   taskRecordOf,
 } from "../actors/task-machine.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
+import { isCasConflict, retryTransient } from "../adapters/nats-retry.js";
 import { TaskLease, taskLeaseKey } from "../adapters/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { NotFoundError, toErrorInfo } from "../errors.js";
@@ -275,29 +276,32 @@ export class TaskScheduler {
     if (json === t.written) return;
     t.written = json;
     const kv = this.nats.kv.tasks;
-    t.writing = t.writing.then(async () => {
-      try {
-        t.revision = await kv.update(record.taskId, json, t.revision);
-      } catch (err) {
-        // Someone else wrote the record (a previous leader finishing a write): ours is newer.
-        this.log.warn(
-          { taskId: record.taskId, err: toErrorInfo(err) },
-          "record revision moved; overwriting",
-        );
-        t.revision = await kv.put(record.taskId, json);
-      }
-    });
+    t.writing = t.writing.then(() =>
+      this.retry(async () => {
+        try {
+          t.revision = await kv.update(record.taskId, json, t.revision);
+        } catch (err) {
+          if (!isCasConflict(err)) throw err;
+          // Someone else wrote the record (a previous leader finishing a write): ours is newer.
+          this.log.warn({ taskId: record.taskId }, "record revision moved; overwriting");
+          t.revision = await kv.put(record.taskId, json);
+        }
+      }).catch((err) => this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "record write failed")),
+    );
+  }
+
+  /** Retries NATS calls through a disconnect or a server restart, until this term ends. */
+  private retry<T>(fn: () => Promise<T>): Promise<T> {
+    return retryTransient(fn, { clock: this.clock, stopped: () => this.stopped || this.nats.nc.isClosed() });
   }
 
   private async finish(t: OpenTask, record: TaskRecord): Promise<void> {
-    const { js, subjects } = this.nats;
-    await js.publish(subjects.result(record.taskId), JSON.stringify(record), {
-      msgID: record.taskId,
-    });
+    const { js, kv, subjects } = this.nats;
+    await this.retry(() => js.publish(subjects.result(record.taskId), JSON.stringify(record), { msgID: record.taskId }));
     t.msg?.ack();
     // The task is over: its lease and checkpoints have nothing left to guard.
-    await this.nats.kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
-    await this.nats.kv.checkpoints.delete(record.taskId).catch(() => {});
+    await kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
+    await kv.checkpoints.delete(record.taskId).catch(() => {});
     this.tasks.delete(record.taskId);
     const queue = this.sessions.get(t.sessionKey);
     if (queue) {

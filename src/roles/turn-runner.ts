@@ -17,6 +17,7 @@ import type { RunTaskInput, TaskOutcome } from "../actors/container-machine.js";
 import { CheckpointLog } from "../adapters/checkpoint-log.js";
 import { EffectOutbox } from "../adapters/effect-outbox.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
+import { retryTransient } from "../adapters/nats-retry.js";
 import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
 import type { TurnHooks } from "../adapters/pool-adapter.js";
 import { LeaseLostError, TaskLease } from "../adapters/task-lease.js";
@@ -26,7 +27,7 @@ import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import type { TaskEvent } from "../protocol/fleet-messages.js";
 
-const PUBLISH_ATTEMPTS = 20;
+const RETRY_ATTEMPTS = 20;
 
 /** Turns and their events for one node. */
 export class TurnRunner {
@@ -59,12 +60,11 @@ export class TurnRunner {
     await event({ type: "started" });
     try {
       const owner = `${this.nodeId}/${containerId}`;
-      lease = await TaskLease.acquire(this.nats.kv.leases, taskId, attempt, owner, this.options.leaseTtlMs, this.clock);
-      const held = lease;
-      stopRenewing = every(this.clock, this.options.leaseRenewMs, () => {
-        held.renew().catch(() => leaseLost.abort("lease-lost"));
-      });
-      const checkpoints = await CheckpointLog.open(this.nats.kv.checkpoints, taskId, attempt, owner);
+      lease = await this.retry(() =>
+        TaskLease.acquire(this.nats.kv.leases, taskId, attempt, owner, this.options.leaseTtlMs, this.clock),
+      );
+      stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
+      const checkpoints = await this.retry(() => CheckpointLog.open(this.nats.kv.checkpoints, taskId, attempt, owner));
 
       let resumeAfter = checkpoints.steps.length;
       if (resumeAfter > 0 && !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))) {
@@ -84,11 +84,11 @@ export class TurnRunner {
         onStep: async (s) => {
           const at = isoNow(this.clock);
           await store.saveCheckpoint(tenant, session, taskId, s.step, handle.workspaceDir);
-          await checkpoints.append({ step: s.step, name: s.name, output: s.output, at });
+          await this.retry(() => checkpoints.append({ step: s.step, name: s.name, output: s.output, at }));
           await event({ type: "step", step: s.step, message: s.name });
         },
         onEffect: async (e) => {
-          const result = await this.withRetry(() =>
+          const result = await this.retry(() =>
             this.outbox.deliver({ tenant, taskId, step: e.step, kind: e.kind, payload: e.payload }),
           );
           await event({ type: "effect", step: e.step, message: `${e.kind} (${result})` });
@@ -111,7 +111,7 @@ export class TurnRunner {
         { timeoutMs: task.timeoutMs ?? profile.turnTimeoutMs, signal },
       );
       // Still ours? A holder that lost its lease must not overwrite the session's files.
-      await lease.renew();
+      await this.retry(() => lease!.renew());
       await store.save(tenant, session, handle.workspaceDir);
       await event({ type: "succeeded", output });
       await store.dropCheckpoints(tenant, session, taskId);
@@ -134,7 +134,7 @@ export class TurnRunner {
   publishEvent(event: TaskEvent): Promise<void> {
     const subject = this.nats.subjects.taskEvent(event.taskId);
     const msgID = `${event.taskId}/${event.attempt}/${event.type}/${event.step ?? 0}`;
-    const p = this.withRetry(() => this.nats.js.publish(subject, JSON.stringify(event), { msgID })).then(() => {});
+    const p = this.retry(() => this.nats.js.publish(subject, JSON.stringify(event), { msgID })).then(() => {});
     this.inflight.add(p);
     return p.finally(() => this.inflight.delete(p));
   }
@@ -145,17 +145,27 @@ export class TurnRunner {
   }
 
   /** Retries NATS operations through a server restart or a brief disconnect. */
-  private async withRetry<T>(fn: () => Promise<T>): Promise<T> {
-    let delay = 100;
-    for (let i = 1; ; i++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (i >= PUBLISH_ATTEMPTS || this.nats.nc.isClosed() || err instanceof ClawfleetError) throw err;
-        await new Promise((r) => this.clock.setTimeout(r, delay));
-        delay = Math.min(delay * 2, 2000);
-      }
-    }
+  private retry<T>(fn: () => Promise<T>): Promise<T> {
+    return retryTransient(fn, { clock: this.clock, attempts: RETRY_ATTEMPTS, stopped: () => this.nats.nc.isClosed() });
+  }
+
+  /**
+   * Renews `lease` every `leaseRenewMs` until stopped. A takeover ends the turn
+   * at once; a failing connection ends it shortly before the lease could expire
+   * (after that the orchestrator may give the task to someone else).
+   */
+  private keepRenewing(lease: TaskLease, lost: () => void): () => void {
+    let lastOk = this.clock.now();
+    return every(this.clock, this.options.leaseRenewMs, () => {
+      lease.renew().then(
+        () => {
+          lastOk = this.clock.now();
+        },
+        (err) => {
+          if (err instanceof LeaseLostError || this.clock.now() - lastOk >= 0.8 * this.options.leaseTtlMs) lost();
+        },
+      );
+    });
   }
 }
 
