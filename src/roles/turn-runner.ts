@@ -60,11 +60,15 @@ export class TurnRunner {
     await event({ type: "started" });
     try {
       const owner = `${this.nodeId}/${containerId}`;
-      lease = await this.retry(() =>
-        TaskLease.acquire(this.nats.kv.leases, taskId, attempt, owner, this.options.leaseTtlMs, this.clock),
-      );
+      // Both fence older attempts off on their own, so they need not wait for each other.
+      const [held, checkpoints] = await Promise.all([
+        this.retry(() =>
+          TaskLease.acquire(this.nats.kv.leases, taskId, attempt, owner, this.options.leaseTtlMs, this.clock),
+        ),
+        this.retry(() => CheckpointLog.open(this.nats.kv.checkpoints, taskId, attempt, owner)),
+      ]);
+      lease = held;
       stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
-      const checkpoints = await this.retry(() => CheckpointLog.open(this.nats.kv.checkpoints, taskId, attempt, owner));
 
       let resumeAfter = checkpoints.steps.length;
       if (resumeAfter > 0 && !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))) {
