@@ -22,6 +22,8 @@ export interface PoolProfileOptions {
   maxConcurrentStarts?: number;
   /** `bwrap` confines each agent with bubblewrap; `auto` uses it when installed. Default `auto`. */
   sandbox?: "auto" | "bwrap" | "none";
+  /** How long a container stays reserved for the session it just served. Default 60 000 ms. */
+  reservedWindowMs?: number;
   /** Turn deadline when a task names none. Default 300 000 ms. */
   turnTimeoutMs?: number;
   /** How often the agent must show life. Default 1000 ms. */
@@ -71,6 +73,7 @@ const PoolProfileSchema = z.strictObject({
   max: z.number().int().min(1).default(4),
   maxConcurrentStarts: z.number().int().min(1).default(2),
   sandbox: z.enum(["auto", "bwrap", "none"]).default("auto"),
+  reservedWindowMs: z.number().int().min(0).default(60_000),
   turnTimeoutMs: z.number().int().min(100).default(300_000),
   agentHeartbeatMs: z.number().int().min(10).default(1000),
   missedHeartbeats: z.number().int().min(1).default(3),

@@ -1,10 +1,11 @@
 /**
  * The container actor: one per container on a node, child of its pool.
  *
- * `starting → idle ⇄ busy → idle`, `failed` when the agent dies or cannot
+ * `starting → idle ⇄ busy → reserved → idle`, `failed` when the agent dies or cannot
  * start, `stopping → stopped` on request. It holds at most one session's
- * working copy: after a successful turn the container stays warm for that
- * session; after a failed one its copy is suspect and it holds nothing.
+ * working copy: after a successful turn it is reserved for that session for a
+ * while, then idle but still warm; after a failed turn its copy is suspect and
+ * it holds nothing.
  *
  * All I/O is in named actors the node runtime provides (`startContainer`,
  * `runTask`, `watchExit`, `stopContainer`), so the machine is testable alone.
@@ -24,6 +25,8 @@ export interface TaskOutcome {
 export interface ContainerMachineInput {
   readonly id: string;
   readonly pool: string;
+  /** How long a container stays reserved for the session it just served. */
+  readonly reservedWindowMs: number;
   /** A task to run as soon as the container is up (a "new container" placement). */
   readonly task?: DispatchRequest;
 }
@@ -31,6 +34,7 @@ export interface ContainerMachineInput {
 export interface ContainerContext {
   id: string;
   pool: string;
+  reservedWindowMs: number;
   handle: ContainerHandle | null;
   task: DispatchRequest | null;
   abort: AbortController | null;
@@ -74,6 +78,7 @@ export const containerMachine = setup({
       await input?.stop();
     }),
   },
+  delays: { reservedWindow: ({ context }) => context.reservedWindowMs },
   actions: {
     notifyUp: sendParent(({ context }: { context: ContainerContext }) => ({
       type: "CONTAINER_UP",
@@ -90,6 +95,7 @@ export const containerMachine = setup({
   context: ({ input }) => ({
     id: input.id,
     pool: input.pool,
+    reservedWindowMs: input.reservedWindowMs,
     handle: null,
     task: input.task ?? null,
     abort: null,
@@ -132,6 +138,18 @@ export const containerMachine = setup({
             },
           },
         },
+        // Just served a session: kept for its follow-up for the reserved window, then idle
+        // (still warm). The orchestrator decides who may take it meanwhile.
+        reserved: {
+          after: { reservedWindow: "idle" },
+          on: {
+            ASSIGN: { target: "busy", actions: assign({ task: ({ event }) => event.task }) },
+            AGENT_EXITED: {
+              target: "#container.failed",
+              actions: assign({ error: ({ event }) => event.info.error.message }),
+            },
+          },
+        },
         busy: {
           entry: assign({ abort: () => new AbortController() }),
           invoke: {
@@ -150,15 +168,14 @@ export const containerMachine = setup({
                 actions: assign({ error: "agent died during a turn", task: null, warm: null }),
               },
               {
-                target: "idle",
+                guard: ({ event }) => event.output.ok,
+                target: "reserved",
                 actions: assign({
-                  warm: ({ context, event }) =>
-                    event.output.ok
-                      ? { tenant: context.task!.tenant, session: context.task!.session }
-                      : null,
+                  warm: ({ context }) => ({ tenant: context.task!.tenant, session: context.task!.session }),
                   task: null,
                 }),
               },
+              { target: "idle", actions: assign({ warm: null, task: null }) },
             ],
             onError: {
               target: "#container.failed",
@@ -208,7 +225,7 @@ export function containerStateOf(snapshot: { value: unknown }): ContainerState {
   const v = snapshot.value;
   if (typeof v === "object" && v !== null && "up" in v) {
     const sub = (v as { up: string }).up;
-    return sub === "busy" ? "busy" : sub === "idle" ? "idle" : "starting";
+    return sub === "busy" || sub === "idle" || sub === "reserved" ? sub : "starting";
   }
   switch (v) {
     case "starting":

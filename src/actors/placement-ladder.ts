@@ -45,7 +45,8 @@ const holds = (c: ContainerInfo, tenant: string, session: string) =>
  * 2. a container reserved for the session → take it;
  * 3. an idle container holding the session's warm state → take it;
  * 4. any idle container (restore into it) → prefer ones holding no one's warm state;
- * 5. a pool that may grow → start a new container there (the emptiest node first).
+ * 5. a pool that may grow → start a new container there (the pool with most room);
+ * and when none may grow, another session's reserved container (restored into, as idle).
  */
 export function decidePlacement(
   tenant: string,
@@ -89,6 +90,9 @@ export function decidePlacement(
     }
   }
   if (best) return { kind: "place", placement: { node: best.node, pool: best.pool, rung: "new" } };
+  // Last resort: another session's reservation. Affinity is a preference, never a pin.
+  const reservedElsewhere = containers.find((c) => c.state === "reserved" && free(c));
+  if (reservedElsewhere) return place(reservedElsewhere, "idle");
   return { kind: "no-capacity" };
 }
 

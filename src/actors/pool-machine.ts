@@ -79,7 +79,12 @@ export const poolMachine = setup({
               ...context.containers,
               [event.id]: spawn("container", {
                 id: event.id,
-                input: { id: event.id, pool: context.name, task: event.task },
+                input: {
+                  id: event.id,
+                  pool: context.name,
+                  task: event.task,
+                  reservedWindowMs: context.profile.reservedWindowMs,
+                },
               }),
             },
     }),

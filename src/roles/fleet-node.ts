@@ -224,7 +224,8 @@ export class FleetNode {
     if (req.container) {
       const ref = ctx.containers[req.container];
       if (!ref) return void reply({ accepted: false, reason: "NO_SUCH_CONTAINER" });
-      if (containerStateOf(ref.getSnapshot()) !== "idle")
+      const state = containerStateOf(ref.getSnapshot());
+      if (state !== "idle" && state !== "reserved")
         return void reply({ accepted: false, reason: "CONTAINER_BUSY" });
       ref.send({ type: "ASSIGN", task: req });
       return void reply({ accepted: true, container: req.container });

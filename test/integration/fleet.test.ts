@@ -49,7 +49,7 @@ describe("a one-node fleet", () => {
     const second = await fleet.client.run({ session: "demo", input: "hello" });
     expect(second.output).toBe("turn 2: hello");
     // The follow-up lands where the session's state already is.
-    expect(second.rung).toBe("warm");
+    expect(second.rung).toBe("reserved");
     expect(second.container).toBe(first.container);
   });
 

@@ -10,7 +10,7 @@ import {
 import { poolMachine, poolStates, refuseStart } from "../../src/actors/pool-machine.js";
 import type { ContainerHandle, ExitInfo } from "../../src/adapters/pool-adapter.js";
 import { RetryableError } from "../../src/errors.js";
-import type { PoolProfile } from "../../src/fleet-options.js";
+import { type PoolProfile, resolvePoolProfile } from "../../src/fleet-options.js";
 import type { ContainerState, DispatchRequest } from "../../src/protocol/fleet-messages.js";
 
 interface Deferred<T> {
@@ -71,19 +71,14 @@ class FakeHandle implements ContainerHandle {
 }
 
 function profile(p: Partial<PoolProfile>): PoolProfile {
-  return {
-    name: "default",
-    runtime: "scripted",
-    minIdle: 1,
-    max: 4,
-    maxConcurrentStarts: 2,
+  const { name, runtime: _runtime, ...rest } = p;
+  return resolvePoolProfile({
+    name: name ?? "default",
     sandbox: "none",
     turnTimeoutMs: 10_000,
-    agentHeartbeatMs: 1_000,
-    missedHeartbeats: 3,
     startTimeoutMs: 5_000,
-    ...p,
-  };
+    ...rest,
+  });
 }
 
 function dispatch(taskId: string, session = "s1", attempt = 1): DispatchRequest {
@@ -307,12 +302,19 @@ describe("pool machine", () => {
     expect(turn1.input.signal.aborted).toBe(false);
 
     turn1.outcome.resolve({ ok: true, agentAlive: true });
-    await pool.until("x1 idle", () => pool.stateOf("x1") === "idle");
-    expect(pool.history.get("x1")).toEqual(["starting", "busy", "idle"]); // never idle before its task
+    await pool.until("x1 reserved", () => pool.stateOf("x1") === "reserved");
+    // Never idle before its task; reserved for the session it just served.
+    expect(pool.history.get("x1")).toEqual(["starting", "busy", "reserved"]);
     expect(pool.contextOf("x1")).toMatchObject({
       warm: { tenant: "acme", session: "s1" },
       task: null,
     });
+    // The reservation lapses after the window; the container stays warm for the session.
+    pool.clock.increment(59_999);
+    expect(pool.stateOf("x1")).toBe("reserved");
+    pool.clock.increment(1);
+    await pool.until("x1 idle", () => pool.stateOf("x1") === "idle");
+    expect(pool.contextOf("x1").warm).toEqual({ tenant: "acme", session: "s1" });
 
     // The next turn of the session is told the working copy is already there.
     const t2 = dispatch("t2", "s1");

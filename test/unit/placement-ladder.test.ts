@@ -171,6 +171,22 @@ describe("decidePlacement", () => {
     });
   });
 
+  it("takes another session's reservation only when nothing else is free and no pool may grow", () => {
+    const full = node("n1", [container("theirs", "reserved", OTHER), container("b", "busy", OTHER)], {
+      pools: [{ max: 2 }],
+    });
+    expect(decidePlacement("acme", "s1", view(full))).toEqual({
+      kind: "place",
+      placement: { node: "n1", pool: "default", container: "theirs", rung: "idle" },
+    });
+    // With room to grow, the reservation is left alone.
+    const roomy = node("n1", [container("theirs", "reserved", OTHER)], { pools: [{ max: 2 }] });
+    expect(decidePlacement("acme", "s1", view(roomy))).toEqual({
+      kind: "place",
+      placement: { node: "n1", pool: "default", rung: "new" },
+    });
+  });
+
   it("answers no-capacity when every container is busy and every pool is full", () => {
     const v = view(
       node("n1", [container("a", "busy", OTHER), container("b", "starting")], {
