@@ -36,11 +36,13 @@ export async function readFleetStatus(
     for (const c of n.containers) containers[c.state] = (containers[c.state] ?? 0) + 1;
 
   let queueDepth: number | null = null;
+  let placements: Record<string, number> = {};
   let orchestrator: FleetStatus["orchestrator"] = null;
   try {
     const reply = await nats.nc.request(nats.subjects.ctl("status"), "", { timeout: 1500 });
     const s = OrchestratorStatusSchema.parse(reply.json());
     queueDepth = s.queueDepth;
+    placements = s.placements;
     orchestrator = { id: s.id, since: s.since };
   } catch {
     const lease = await LeaderLease.read(nats.kv.leases, ORCHESTRATOR_LEASE_KEY).catch(() => null);
@@ -52,6 +54,7 @@ export async function readFleetStatus(
     pools: nodes.flatMap((n) => n.pools),
     containers,
     queueDepth,
+    placements,
     orchestrator,
   };
 }

@@ -111,6 +111,8 @@ export interface FleetStatus {
   pools: PoolSummary[];
   containers: Record<string, number>;
   queueDepth: number | null;
+  /** Attempts placed by the current leader, by ladder rung (`own-busy` never places). */
+  placements: Record<string, number>;
   orchestrator: { id: string; since: string } | null;
 }
 

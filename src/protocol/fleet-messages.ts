@@ -128,6 +128,8 @@ export const OrchestratorStatusSchema = z.object({
   since: z.string(),
   queueDepth: z.number(),
   running: z.number(),
+  /** Attempts placed this leadership term, by ladder rung. */
+  placements: z.record(z.string(), z.number()),
 });
 export type OrchestratorStatus = z.infer<typeof OrchestratorStatusSchema>;
 

@@ -56,6 +56,7 @@ export class TaskScheduler {
   private readonly tasks = new Map<string, OpenTask>();
   private readonly sessions = new Map<string, string[]>();
   private readonly liveness: LivenessMonitor;
+  private readonly placements: Record<string, number> = {};
   private readonly claims = new PlacementClaims();
   private readonly stoppers: Array<() => void> = [];
   private readonly subs: Subscription[] = [];
@@ -146,7 +147,7 @@ export class TaskScheduler {
       if (t.actor.getSnapshot().value === "running") running++;
       else queued++;
     }
-    return { id: this.id, since, queueDepth: queued, running };
+    return { id: this.id, since, queueDepth: queued, running, placements: { ...this.placements } };
   }
 
   // ---- intake -------------------------------------------------------------------------
@@ -232,6 +233,11 @@ export class TaskScheduler {
     queue.splice(i, 0, record.taskId);
     this.sessions.set(sessionKey, queue);
 
+    actor.on("timeline", (e) => {
+      if (e.entry.type === "placed" && e.entry.rung) {
+        this.placements[e.entry.rung] = (this.placements[e.entry.rung] ?? 0) + 1;
+      }
+    });
     actor.on("timeline", (e) => this.publishTimeline({ ...e.entry, taskId: record.taskId, at: isoNow(this.clock) }));
     actor.on("cancelOnNode", (e) => {
       void TaskLease.revoke(this.nats.kv.leases, e.taskId, e.attempt).catch(() => {});

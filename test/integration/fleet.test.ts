@@ -227,6 +227,9 @@ describe("a one-node fleet", () => {
     expect(s.nodes.map((n) => n.id)).toEqual(["node-a"]);
     expect(s.orchestrator?.id).toBe("node-a");
     expect(s.queueDepth).toBe(0);
+    // Every attempt's rung is counted; follow-ups of one session land on its reservation.
+    expect(s.placements.reserved).toBeGreaterThan(0);
+    expect(s.placements.new).toBeGreaterThan(0);
     expect(Object.values(s.containers).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   });
 });
