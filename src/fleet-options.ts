@@ -124,7 +124,9 @@ export function resolveFleetOptions(options: FleetOptions = {}): ResolvedFleetOp
   }
   const o = parsed.data;
   if (o.leaseRenewMs * 2 > o.leaseTtlMs) {
-    throw new ConfigError(`leaseTtlMs (${o.leaseTtlMs}) must be at least twice leaseRenewMs (${o.leaseRenewMs})`);
+    throw new ConfigError(
+      `leaseTtlMs (${o.leaseTtlMs}) must be at least twice leaseRenewMs (${o.leaseRenewMs})`,
+    );
   }
   const pools = o.pools ?? [PoolProfileSchema.parse({})];
   const names = new Set<string>();

@@ -171,7 +171,10 @@ export const containerMachine = setup({
                 guard: ({ event }) => event.output.ok,
                 target: "reserved",
                 actions: assign({
-                  warm: ({ context }) => ({ tenant: context.task!.tenant, session: context.task!.session }),
+                  warm: ({ context }) => ({
+                    tenant: context.task!.tenant,
+                    session: context.task!.session,
+                  }),
                   task: null,
                 }),
               },

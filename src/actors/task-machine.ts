@@ -50,6 +50,7 @@ export interface TaskContext {
 
 export type TaskEvent =
   | { type: "PLACE"; placement: Placement }
+  | { type: "STARTED"; attempt: number; behavior?: string }
   | { type: "STEP"; attempt: number; step: number }
   | { type: "SUCCEEDED"; attempt: number; output: string; at: string }
   | { type: "FAILED"; attempt: number; error: ErrorInfo; retryable: boolean; at: string }
@@ -88,7 +89,10 @@ const forAttempt = ({ context, event }: { context: TaskContext; event: TaskEvent
 
 /** The delay before attempt `attempts + 1`: doubling from the base, capped. */
 export function backoffDelay(context: Pick<TaskContext, "retryBackoffMs" | "record">): number {
-  return Math.min(context.retryBackoffMs * 2 ** Math.max(0, context.record.attempts - 1), MAX_BACKOFF_MS);
+  return Math.min(
+    context.retryBackoffMs * 2 ** Math.max(0, context.record.attempts - 1),
+    MAX_BACKOFF_MS,
+  );
 }
 
 /** The record with the current attempt's history entry closed. */
@@ -99,7 +103,9 @@ function endAttempt(
   error?: ErrorInfo,
 ): TaskRecord {
   const history = record.history.map((h) =>
-    h.attempt === record.attempts && h.outcome === "running" ? { ...h, outcome, endedAt: at, error } : h,
+    h.attempt === record.attempts && h.outcome === "running"
+      ? { ...h, outcome, endedAt: at, error }
+      : h,
   );
   return { ...record, history };
 }
@@ -180,7 +186,10 @@ export const taskMachine = setup({
     init: { always: [{ guard: "resumedRunning", target: "running" }, { target: "queued" }] },
     queued: {
       on: {
-        PLACE: { target: "placing", actions: assign({ placement: ({ event }) => event.placement }) },
+        PLACE: {
+          target: "placing",
+          actions: assign({ placement: ({ event }) => event.placement }),
+        },
         CANCEL: "canceled",
       },
     },
@@ -213,7 +222,14 @@ export const taskMachine = setup({
                     startedAt: context.record.startedAt ?? at,
                     history: [
                       ...context.record.history,
-                      { attempt, node: p.node, container, rung: p.rung, startedAt: at, outcome: "running" as const },
+                      {
+                        attempt,
+                        node: p.node,
+                        container,
+                        rung: p.rung,
+                        startedAt: at,
+                        outcome: "running" as const,
+                      },
                     ],
                   };
                 },
@@ -248,15 +264,26 @@ export const taskMachine = setup({
             guard: "cancelRequested",
             target: "canceled",
             actions: [
-              assign({ record: ({ context }) => ({ ...context.record, attempts: context.record.attempts + 1 }) }),
+              assign({
+                record: ({ context }) => ({
+                  ...context.record,
+                  attempts: context.record.attempts + 1,
+                }),
+              }),
               "cancelOnNode",
             ],
           },
           {
             target: "judging",
             actions: assign({
-              record: ({ context }) => ({ ...context.record, attempts: context.record.attempts + 1 }),
-              lastError: ({ event }) => ({ code: "DISPATCH_FAILED", message: errorMessage(event.error) }),
+              record: ({ context }) => ({
+                ...context.record,
+                attempts: context.record.attempts + 1,
+              }),
+              lastError: ({ event }) => ({
+                code: "DISPATCH_FAILED",
+                message: errorMessage(event.error),
+              }),
             }),
           },
         ],
@@ -266,10 +293,25 @@ export const taskMachine = setup({
     running: {
       always: { guard: "cancelRequested", target: "canceled", actions: "cancelOnNode" },
       on: {
+        STARTED: {
+          guard: "forAttempt",
+          actions: assign({
+            record: ({ context, event }) => ({
+              ...context.record,
+              behavior: event.behavior,
+              history: context.record.history.map((h) =>
+                h.attempt === event.attempt ? { ...h, behavior: event.behavior } : h,
+              ),
+            }),
+          }),
+        },
         STEP: {
           guard: "forAttempt",
           actions: assign({
-            record: ({ context, event }) => ({ ...context.record, steps: Math.max(context.record.steps, event.step) }),
+            record: ({ context, event }) => ({
+              ...context.record,
+              steps: Math.max(context.record.steps, event.step),
+            }),
           }),
         },
         SUCCEEDED: {
@@ -321,7 +363,9 @@ export const taskMachine = setup({
     },
     retrying: {
       entry: [
-        assign({ record: ({ context }) => ({ ...context.record, node: undefined, container: undefined }) }),
+        assign({
+          record: ({ context }) => ({ ...context.record, node: undefined, container: undefined }),
+        }),
         {
           type: "timeline",
           params: ({ context }) => ({
@@ -337,7 +381,10 @@ export const taskMachine = setup({
     },
     succeeded: {
       type: "final",
-      entry: { type: "timeline", params: ({ context }) => ({ type: "succeeded" as const, attempt: context.record.attempts }) },
+      entry: {
+        type: "timeline",
+        params: ({ context }) => ({ type: "succeeded" as const, attempt: context.record.attempts }),
+      },
     },
     failed: {
       type: "final",
@@ -360,7 +407,13 @@ export const taskMachine = setup({
             return { ...endAttempt(context.record, "canceled", at, error), finishedAt: at, error };
           },
         }),
-        { type: "timeline", params: ({ context }) => ({ type: "canceled" as const, attempt: context.record.attempts }) },
+        {
+          type: "timeline",
+          params: ({ context }) => ({
+            type: "canceled" as const,
+            attempt: context.record.attempts,
+          }),
+        },
       ],
     },
   },

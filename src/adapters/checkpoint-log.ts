@@ -37,11 +37,18 @@ export class CheckpointLog {
   ) {}
 
   /** Opens the log for `attempt`, keeping the steps earlier attempts checkpointed. */
-  static async open(kv: KV, taskId: string, attempt: number, owner: string): Promise<CheckpointLog> {
+  static async open(
+    kv: KV,
+    taskId: string,
+    attempt: number,
+    owner: string,
+  ): Promise<CheckpointLog> {
     const entry = await kv.get(taskId);
     const prev = entry?.operation === "PUT" ? entry.json<CheckpointValue>() : null;
     if (prev && prev.attempt > attempt) {
-      throw new LeaseLostError(`task ${taskId}: attempt ${prev.attempt} already took over from ${attempt}`);
+      throw new LeaseLostError(
+        `task ${taskId}: attempt ${prev.attempt} already took over from ${attempt}`,
+      );
     }
     const value: CheckpointValue = { taskId, attempt, owner, steps: prev?.steps ?? [] };
     try {
@@ -64,11 +71,17 @@ export class CheckpointLog {
   async append(step: CheckpointStep): Promise<void> {
     const expected = this.value.steps.length + 1;
     if (step.step !== expected) {
-      throw new TerminalError("AGENT_PROTOCOL", `step ${step.step} out of order: expected step ${expected}`);
+      throw new TerminalError(
+        "AGENT_PROTOCOL",
+        `step ${step.step} out of order: expected step ${expected}`,
+      );
     }
     const size = Buffer.byteLength(JSON.stringify(step.output ?? null));
     if (size > MAX_STEP_OUTPUT_BYTES) {
-      throw new TerminalError("STEP_OUTPUT_TOO_LARGE", `step ${step.step} output is ${size} bytes; the limit is ${MAX_STEP_OUTPUT_BYTES}`);
+      throw new TerminalError(
+        "STEP_OUTPUT_TOO_LARGE",
+        `step ${step.step} output is ${size} bytes; the limit is ${MAX_STEP_OUTPUT_BYTES}`,
+      );
     }
     await this.write({ ...this.value, steps: [...this.value.steps, step] });
   }
@@ -86,7 +99,9 @@ export class CheckpointLog {
       if (!isCasConflict(err)) throw err;
       const entry = await this.kv.get(next.taskId);
       if (entry?.operation !== "PUT" || entry.string() !== json) {
-        throw new LeaseLostError(`task ${next.taskId} attempt ${next.attempt}: checkpoint log taken over`);
+        throw new LeaseLostError(
+          `task ${next.taskId} attempt ${next.attempt}: checkpoint log taken over`,
+        );
       }
       this.revision = entry.revision;
     }

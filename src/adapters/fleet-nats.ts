@@ -16,8 +16,8 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { ConfigError } from "../errors.js";
-import { isNotFound } from "./nats-retry.js";
 import { type FleetSubjects, fleetSubjects } from "../protocol/fleet-subjects.js";
+import { isNotFound } from "./nats-retry.js";
 
 /** Options for {@link connectFleet}. */
 export interface FleetNatsOptions {
@@ -43,6 +43,7 @@ export interface FleetNats {
     readonly leases: KV;
     readonly checkpoints: KV;
     readonly outbox: KV;
+    readonly behaviors: KV;
   };
   /** Drains and closes the connection. */
   close(): Promise<void>;
@@ -75,20 +76,29 @@ export async function connectFleet(
   await provisionStreams(jsm, subjects, retentionMs);
   const js = jetstream(nc);
   const kvm = new Kvm(js);
-  const [tasks, nodes, leases, checkpoints, outbox] = await Promise.all([
+  const [tasks, nodes, leases, checkpoints, outbox, behaviors] = await Promise.all([
     kvm.create(subjects.buckets.tasks, { history: 1, ttl: retentionMs, storage: StorageType.File }),
     // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
     kvm.create(subjects.buckets.nodes, { history: 1, ttl: 10 * 60_000, storage: StorageType.File }),
     kvm.create(subjects.buckets.leases, { history: 1, storage: StorageType.File }),
-    kvm.create(subjects.buckets.checkpoints, { history: 1, ttl: retentionMs, storage: StorageType.File }),
-    kvm.create(subjects.buckets.outbox, { history: 1, ttl: retentionMs, storage: StorageType.File }),
+    kvm.create(subjects.buckets.checkpoints, {
+      history: 1,
+      ttl: retentionMs,
+      storage: StorageType.File,
+    }),
+    kvm.create(subjects.buckets.outbox, {
+      history: 1,
+      ttl: retentionMs,
+      storage: StorageType.File,
+    }),
+    kvm.create(subjects.buckets.behaviors, { history: 64, storage: StorageType.File }),
   ]);
   return {
     nc,
     js,
     jsm,
     subjects,
-    kv: { tasks, nodes, leases, checkpoints, outbox },
+    kv: { tasks, nodes, leases, checkpoints, outbox, behaviors },
     async close() {
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
     },

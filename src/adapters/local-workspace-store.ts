@@ -20,9 +20,21 @@ export interface WorkspaceStore {
    * session's files: a resumed attempt restores exactly this, and a failed task
    * leaves the session's files as they were.
    */
-  saveCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<void>;
+  saveCheckpoint(
+    tenant: string,
+    session: string,
+    taskId: string,
+    step: number,
+    dir: string,
+  ): Promise<void>;
   /** Replaces the contents of `dir` with the state saved after `step`; false if there is none. */
-  restoreCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<boolean>;
+  restoreCheckpoint(
+    tenant: string,
+    session: string,
+    taskId: string,
+    step: number,
+    dir: string,
+  ): Promise<boolean>;
   /** Forgets a task's checkpoints (the task ended). */
   dropCheckpoints(tenant: string, session: string, taskId: string): Promise<void>;
 }
@@ -65,7 +77,13 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     }
   }
 
-  async saveCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<void> {
+  async saveCheckpoint(
+    tenant: string,
+    session: string,
+    taskId: string,
+    step: number,
+    dir: string,
+  ): Promise<void> {
     const root = this.checkpointDir(tenant, session, taskId);
     const final = path.join(root, String(step));
     const tmp = path.join(root, `.tmp-${step}-${randomBytes(6).toString("hex")}`);
@@ -80,11 +98,18 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     }
     // Only the newest checkpoint is ever restored; older ones are dead weight.
     for (const name of await readdir(root)) {
-      if (/^\d+$/.test(name) && Number(name) < step) await rm(path.join(root, name), { recursive: true, force: true });
+      if (/^\d+$/.test(name) && Number(name) < step)
+        await rm(path.join(root, name), { recursive: true, force: true });
     }
   }
 
-  async restoreCheckpoint(tenant: string, session: string, taskId: string, step: number, dir: string): Promise<boolean> {
+  async restoreCheckpoint(
+    tenant: string,
+    session: string,
+    taskId: string,
+    step: number,
+    dir: string,
+  ): Promise<boolean> {
     const from = path.join(this.checkpointDir(tenant, session, taskId), String(step));
     try {
       await readdir(from);
@@ -92,7 +117,11 @@ export class LocalWorkspaceStore implements WorkspaceStore {
       return false;
     }
     await emptyDir(dir);
-    await cp(from, dir, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true }).catch((err) => {
+    await cp(from, dir, {
+      recursive: true,
+      verbatimSymlinks: true,
+      preserveTimestamps: true,
+    }).catch((err) => {
       throw wrap("checkpoint restore", err);
     });
     return true;
@@ -105,7 +134,12 @@ export class LocalWorkspaceStore implements WorkspaceStore {
   private checkpointDir(tenant: string, session: string, taskId: string): string {
     if (!ID.test(taskId)) throw new TerminalError("WORKSPACE_ERROR", `invalid task id: ${taskId}`);
     // Session ids never contain dots, so this cannot collide with a session's directory.
-    return path.join(path.dirname(this.sessionDir(tenant, session)), ".checkpoints", session, taskId);
+    return path.join(
+      path.dirname(this.sessionDir(tenant, session)),
+      ".checkpoints",
+      session,
+      taskId,
+    );
   }
 
   private sessionDir(tenant: string, session: string): string {

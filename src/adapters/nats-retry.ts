@@ -19,7 +19,10 @@ export function isCasConflict(err: unknown): boolean {
 /** Whether `err` says a stream, consumer or key does not exist. */
 export function isNotFound(err: unknown): boolean {
   if (err instanceof JetStreamApiError) {
-    return err.code === JetStreamApiCodes.StreamNotFound || err.code === JetStreamApiCodes.ConsumerNotFound;
+    return (
+      err.code === JetStreamApiCodes.StreamNotFound ||
+      err.code === JetStreamApiCodes.ConsumerNotFound
+    );
   }
   return /not found/i.test((err as Error)?.message ?? "");
 }
@@ -47,7 +50,11 @@ export async function retryTransient<T>(fn: () => Promise<T>, options: RetryOpti
     try {
       return await fn();
     } catch (err) {
-      if (!isTransient(err) || i >= (options.attempts ?? Number.POSITIVE_INFINITY) || options.stopped?.()) {
+      if (
+        !isTransient(err) ||
+        i >= (options.attempts ?? Number.POSITIVE_INFINITY) ||
+        options.stopped?.()
+      ) {
         throw err;
       }
       await new Promise((r) => options.clock.setTimeout(r, delay));

@@ -61,12 +61,19 @@ export class TaskLease {
       let revision: number;
       if (entry?.operation === "PUT") {
         const held = entry.json<TaskLeaseValue>();
-        if (held.attempt > attempt || (held.attempt === attempt && (held.revoked || held.owner !== owner))) {
-          throw new LeaseLostError(`task ${taskId} attempt ${attempt}: lease belongs to attempt ${held.attempt}`);
+        if (
+          held.attempt > attempt ||
+          (held.attempt === attempt && (held.revoked || held.owner !== owner))
+        ) {
+          throw new LeaseLostError(
+            `task ${taskId} attempt ${attempt}: lease belongs to attempt ${held.attempt}`,
+          );
         }
         revision = await kv.update(key, value(), entry.revision);
       } else {
-        revision = entry ? await kv.update(key, value(), entry.revision) : await kv.create(key, value());
+        revision = entry
+          ? await kv.update(key, value(), entry.revision)
+          : await kv.create(key, value());
       }
       return new TaskLease(kv, taskId, attempt, owner, ttlMs, clock, revision);
     } catch (err) {

@@ -181,8 +181,12 @@ class ScriptedAgent {
       run.throwIfCanceled();
       if (op.op === "reply") replies.push(op.text);
       // Checkpointed steps are not run again; only their contribution to the output counts.
-      if (step <= turn.resumeAfter) continue;
+      if (step <= turn.resumeAfter) {
+        if (op.op === "behavior") replies.push(String(turn.steps[index] ?? ""));
+        continue;
+      }
       const output = await this.runOp(run, op, step);
+      if (op.op === "behavior") replies.push(String(output));
       run.throwIfCanceled();
       send({ type: "step", step, name: op.op, output });
       await run.waitAck(step);
@@ -219,6 +223,8 @@ class ScriptedAgent {
         }
         case "reply":
           return op.text;
+        case "behavior":
+          return run.turn.behavior[op.name] ?? "";
       }
     } catch (err) {
       if (err instanceof ClawfleetError) throw err;

@@ -49,6 +49,11 @@ const AllocOpSchema = z.strictObject({
   mb: z.number().int().min(1).max(16_384),
 });
 const ReplyOpSchema = z.strictObject({ op: z.literal("reply"), text: z.string() });
+/** Replies with the text of one of the turn's behaviour files (empty if it has none by that name). */
+const BehaviorOpSchema = z.strictObject({
+  op: z.literal("behavior"),
+  name: z.string().min(1).max(128),
+});
 
 const OP_SCHEMAS = {
   write: WriteOpSchema,
@@ -58,6 +63,7 @@ const OP_SCHEMAS = {
   crash: CrashOpSchema,
   alloc: AllocOpSchema,
   reply: ReplyOpSchema,
+  behavior: BehaviorOpSchema,
 } as const;
 
 /** Names of the ops a script may use. */
@@ -75,6 +81,7 @@ export const ScriptOpSchema = z.discriminatedUnion("op", [
   CrashOpSchema,
   AllocOpSchema,
   ReplyOpSchema,
+  BehaviorOpSchema,
 ]);
 
 /** One validated op of a script. */

@@ -73,6 +73,8 @@ export const AttemptRecordSchema = z.object({
   endedAt: z.string().optional(),
   outcome: AttemptOutcomeSchema,
   error: ErrorInfoSchema.optional(),
+  /** Hash of the behaviour files this attempt ran with. */
+  behavior: z.string().optional(),
 });
 export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
 
@@ -89,6 +91,8 @@ export const TaskRecordSchema = z.object({
   container: z.string().optional(),
   output: z.string().optional(),
   error: ErrorInfoSchema.optional(),
+  /** Hash of the behaviour files of the latest attempt. */
+  behavior: z.string().optional(),
   idempotencyKey: z.string().optional(),
   timeoutMs: z.number().optional(),
   createdAt: z.string(),

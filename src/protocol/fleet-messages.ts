@@ -119,6 +119,8 @@ export const TaskEventSchema = z.object({
   error: ErrorInfoSchema.optional(),
   retryable: z.boolean().optional(),
   message: z.string().optional(),
+  /** On `started`: the hash of the behaviour files the turn runs with. */
+  behavior: z.string().optional(),
 });
 export type TaskEvent = z.infer<typeof TaskEventSchema>;
 

@@ -40,6 +40,7 @@ export interface FleetSubjects {
     readonly leases: string;
     readonly checkpoints: string;
     readonly outbox: string;
+    readonly behaviors: string;
   };
   /** Durable consumer names of the orchestrator. */
   readonly consumers: { readonly tasks: string; readonly events: string };
@@ -81,6 +82,7 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
       leases: `${lower}_leases`,
       checkpoints: `${lower}_checkpoints`,
       outbox: `${lower}_outbox`,
+      behaviors: `${lower}_behaviors`,
     },
     consumers: { tasks: "orchestrator", events: "orchestrator-events" },
   };

@@ -75,7 +75,8 @@ export class FleetOrchestrator {
             else sendBack({ type: "DEPOSED", reason: "lease taken over" });
           },
           () => {
-            if (clock.now() - lastOk >= 0.8 * options.nodeTimeoutMs) sendBack({ type: "DEPOSED", reason: "lease lapsed" });
+            if (clock.now() - lastOk >= 0.8 * options.nodeTimeoutMs)
+              sendBack({ type: "DEPOSED", reason: "lease lapsed" });
           },
         );
       });

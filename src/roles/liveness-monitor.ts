@@ -86,7 +86,10 @@ export class LivenessMonitor {
   }
 
   private onNode(key: string, value: unknown | null): void {
-    if (value === null) return this.lose(key);
+    if (value === null) {
+      this.lose(key);
+      return;
+    }
     const hb = NodeHeartbeatSchema.safeParse(value);
     if (!hb.success) return;
     const prev = this.view.nodes.get(hb.data.id);

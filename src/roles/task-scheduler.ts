@@ -37,7 +37,6 @@ import { INTAKE_ACK_WAIT_MS, openEvents, openIntake } from "./durable-consumers.
 import { LivenessMonitor, type RunningAttempt } from "./liveness-monitor.js";
 import { PlacementClaims } from "./placement-claims.js";
 
-
 interface OpenTask {
   readonly actor: Actor<typeof taskMachine>;
   readonly seq: number;
@@ -238,7 +237,9 @@ export class TaskScheduler {
         this.placements[e.entry.rung] = (this.placements[e.entry.rung] ?? 0) + 1;
       }
     });
-    actor.on("timeline", (e) => this.publishTimeline({ ...e.entry, taskId: record.taskId, at: isoNow(this.clock) }));
+    actor.on("timeline", (e) =>
+      this.publishTimeline({ ...e.entry, taskId: record.taskId, at: isoNow(this.clock) }),
+    );
     actor.on("cancelOnNode", (e) => {
       void TaskLease.revoke(this.nats.kv.leases, e.taskId, e.attempt).catch(() => {});
       this.nats.nc
@@ -292,18 +293,25 @@ export class TaskScheduler {
           this.log.warn({ taskId: record.taskId }, "record revision moved; overwriting");
           t.revision = await kv.put(record.taskId, json);
         }
-      }).catch((err) => this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "record write failed")),
+      }).catch((err) =>
+        this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "record write failed"),
+      ),
     );
   }
 
   /** Retries NATS calls through a disconnect or a server restart, until this term ends. */
   private retry<T>(fn: () => Promise<T>): Promise<T> {
-    return retryTransient(fn, { clock: this.clock, stopped: () => this.stopped || this.nats.nc.isClosed() });
+    return retryTransient(fn, {
+      clock: this.clock,
+      stopped: () => this.stopped || this.nats.nc.isClosed(),
+    });
   }
 
   private async finish(t: OpenTask, record: TaskRecord): Promise<void> {
     const { js, kv, subjects } = this.nats;
-    await this.retry(() => js.publish(subjects.result(record.taskId), JSON.stringify(record), { msgID: record.taskId }));
+    await this.retry(() =>
+      js.publish(subjects.result(record.taskId), JSON.stringify(record), { msgID: record.taskId }),
+    );
     t.msg?.ack();
     // The task is over: its lease and checkpoints have nothing left to guard.
     await kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
@@ -323,7 +331,9 @@ export class TaskScheduler {
     const msgID = `${event.taskId}/${event.attempt}/${event.type}`;
     this.nats.js
       .publish(this.nats.subjects.timelineEvent(event.taskId), JSON.stringify(event), { msgID })
-      .catch((err) => this.log.warn({ err: toErrorInfo(err), taskId: event.taskId }, "timeline publish failed"));
+      .catch((err) =>
+        this.log.warn({ err: toErrorInfo(err), taskId: event.taskId }, "timeline publish failed"),
+      );
   }
 
   /** Keeps the submissions of open tasks from being redelivered while we hold them. */
@@ -414,6 +424,9 @@ export class TaskScheduler {
     // The node may report before we processed its dispatch reply.
     if (state === "placing" || state === "init") return void m.nak(50);
     switch (ev.type) {
+      case "started":
+        t.actor.send({ type: "STARTED", attempt: ev.attempt, behavior: ev.behavior });
+        break;
       case "step":
         t.actor.send({ type: "STEP", attempt: ev.attempt, step: ev.step ?? 0 });
         break;

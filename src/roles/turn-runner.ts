@@ -14,11 +14,12 @@
  *    they were; a retryable one keeps its checkpoints for the next attempt.
  */
 import type { RunTaskInput, TaskOutcome } from "../actors/container-machine.js";
+import { BehaviorStore } from "../adapters/behavior-store.js";
 import { CheckpointLog } from "../adapters/checkpoint-log.js";
 import { EffectOutbox } from "../adapters/effect-outbox.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
-import { retryTransient } from "../adapters/nats-retry.js";
 import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
+import { retryTransient } from "../adapters/nats-retry.js";
 import type { TurnHooks } from "../adapters/pool-adapter.js";
 import { LeaseLostError, TaskLease } from "../adapters/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
@@ -33,6 +34,7 @@ const RETRY_ATTEMPTS = 20;
 export class TurnRunner {
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly outbox: EffectOutbox;
+  private readonly behaviors: BehaviorStore;
 
   constructor(
     private readonly nats: FleetNats,
@@ -42,10 +44,15 @@ export class TurnRunner {
     private readonly log: Logger,
   ) {
     this.outbox = new EffectOutbox(nats.kv.outbox, nats.js, nats.subjects);
+    this.behaviors = new BehaviorStore(nats.kv.behaviors);
   }
 
   /** The container machine's `runTask` logic. */
-  async runTask(input: RunTaskInput, profile: PoolProfile, store: WorkspaceStore): Promise<TaskOutcome> {
+  async runTask(
+    input: RunTaskInput,
+    profile: PoolProfile,
+    store: WorkspaceStore,
+  ): Promise<TaskOutcome> {
     const { handle, task, containerId } = input;
     const { tenant, session, taskId, attempt } = task;
     const base = { taskId, attempt, node: this.nodeId, container: containerId };
@@ -57,21 +64,33 @@ export class TurnRunner {
     let lease: TaskLease | null = null;
     let stopRenewing = () => {};
 
-    await event({ type: "started" });
     try {
       const owner = `${this.nodeId}/${containerId}`;
       // Both fence older attempts off on their own, so they need not wait for each other.
-      const [held, checkpoints] = await Promise.all([
+      const [held, checkpoints, behavior] = await Promise.all([
         this.retry(() =>
-          TaskLease.acquire(this.nats.kv.leases, taskId, attempt, owner, this.options.leaseTtlMs, this.clock),
+          TaskLease.acquire(
+            this.nats.kv.leases,
+            taskId,
+            attempt,
+            owner,
+            this.options.leaseTtlMs,
+            this.clock,
+          ),
         ),
         this.retry(() => CheckpointLog.open(this.nats.kv.checkpoints, taskId, attempt, owner)),
+        // Behaviour is read fresh for every turn: a change applies from the next turn on.
+        this.retry(() => this.behaviors.get(tenant, profile.name)),
       ]);
       lease = held;
+      await event({ type: "started", behavior: behavior.hash });
       stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
 
       let resumeAfter = checkpoints.steps.length;
-      if (resumeAfter > 0 && !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))) {
+      if (
+        resumeAfter > 0 &&
+        !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))
+      ) {
         // The files of the last checkpoint are gone: resuming would run on the wrong state.
         log.warn({ resumeAfter }, "checkpoint files missing; starting the turn over");
         await checkpoints.reset();
@@ -88,7 +107,9 @@ export class TurnRunner {
         onStep: async (s) => {
           const at = isoNow(this.clock);
           await store.saveCheckpoint(tenant, session, taskId, s.step, handle.workspaceDir);
-          await this.retry(() => checkpoints.append({ step: s.step, name: s.name, output: s.output, at }));
+          await this.retry(() =>
+            checkpoints.append({ step: s.step, name: s.name, output: s.output, at }),
+          );
           await event({ type: "step", step: s.step, message: s.name });
         },
         onEffect: async (e) => {
@@ -107,7 +128,7 @@ export class TurnRunner {
           tenant,
           session,
           input: task.input,
-          behavior: {},
+          behavior: behavior.files,
           resumeAfter,
           steps: checkpoints.steps.slice(0, resumeAfter).map((s) => s.output),
         },
@@ -138,7 +159,9 @@ export class TurnRunner {
   publishEvent(event: TaskEvent): Promise<void> {
     const subject = this.nats.subjects.taskEvent(event.taskId);
     const msgID = `${event.taskId}/${event.attempt}/${event.type}/${event.step ?? 0}`;
-    const p = this.retry(() => this.nats.js.publish(subject, JSON.stringify(event), { msgID })).then(() => {});
+    const p = this.retry(() =>
+      this.nats.js.publish(subject, JSON.stringify(event), { msgID }),
+    ).then(() => {});
     this.inflight.add(p);
     return p.finally(() => this.inflight.delete(p));
   }
@@ -150,7 +173,11 @@ export class TurnRunner {
 
   /** Retries NATS operations through a server restart or a brief disconnect. */
   private retry<T>(fn: () => Promise<T>): Promise<T> {
-    return retryTransient(fn, { clock: this.clock, attempts: RETRY_ATTEMPTS, stopped: () => this.nats.nc.isClosed() });
+    return retryTransient(fn, {
+      clock: this.clock,
+      attempts: RETRY_ATTEMPTS,
+      stopped: () => this.nats.nc.isClosed(),
+    });
   }
 
   /**
@@ -166,7 +193,11 @@ export class TurnRunner {
           lastOk = this.clock.now();
         },
         (err) => {
-          if (err instanceof LeaseLostError || this.clock.now() - lastOk >= 0.8 * this.options.leaseTtlMs) lost();
+          if (
+            err instanceof LeaseLostError ||
+            this.clock.now() - lastOk >= 0.8 * this.options.leaseTtlMs
+          )
+            lost();
         },
       );
     });
@@ -178,7 +209,8 @@ function asTurnError(err: unknown, stop: AbortSignal, lease: AbortSignal): Clawf
   if (stop.aborted && stop.reason === "shutdown") {
     return new RetryableError("NODE_STOPPING", "the node stopped while running the turn");
   }
-  if (lease.aborted) return new LeaseLostError("the task's lease was taken over while the turn ran");
+  if (lease.aborted)
+    return new LeaseLostError("the task's lease was taken over while the turn ran");
   if (err instanceof ClawfleetError) return err;
   return new RetryableError("INTERNAL", (err as Error)?.message ?? String(err), { cause: err });
 }

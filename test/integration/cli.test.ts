@@ -7,8 +7,8 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import { CliProcess, runCli } from "../harness/cli-process.js";
@@ -107,28 +107,51 @@ describe("roles as separate processes", () => {
   });
 
   it("finishes a task on the other node when its node is killed, from its last checkpoint", async () => {
-    const first = JSON.parse((await cli("send", "--json", "--session", "survivor", "hi")).stdout) as TaskRecord;
+    const first = JSON.parse(
+      (await cli("send", "--json", "--session", "survivor", "hi")).stdout,
+    ) as TaskRecord;
     const victim = first.node!;
     const other = victim === "node-a" ? "node-b" : "node-a";
     const key = "survivor-2";
     const taskId = taskIdForKey("default", key);
     const nc = await nats.connect();
-    const checkpointed = firstEvent(nc, `fleet.events.task.${taskId}`, (e) => e.type === "step" && e.step === 1);
+    const checkpointed = firstEvent(
+      nc,
+      `fleet.events.task.${taskId}`,
+      (e) => e.type === "step" && e.step === 1,
+    );
     const input = script(
       { op: "write", path: "steps.log", text: "one\n", append: true },
       { op: "sleep", ms: 1500 },
       { op: "reply", text: "made it" },
     );
-    const pending = cli("send", "--json", "--session", "survivor", "--wait", "30000", "-k", key, input);
+    const pending = cli(
+      "send",
+      "--json",
+      "--session",
+      "survivor",
+      "--wait",
+      "30000",
+      "-k",
+      key,
+      input,
+    );
     await checkpointed;
     await nodes[victim]!.stop("SIGKILL");
     const done = JSON.parse((await pending).stdout) as TaskRecord;
-    expect(done).toMatchObject({ status: "succeeded", output: "made it", node: other, attempts: 2 });
+    expect(done).toMatchObject({
+      status: "succeeded",
+      output: "made it",
+      node: other,
+      attempts: 2,
+    });
     // Step 1 ran once: the second attempt resumed after its checkpoint, with its files.
     const saved = path.join(dir, "data", "sessions", "default", "survivor", "steps.log");
     expect(await readFile(saved, "utf8")).toBe("one\n");
     const history = await cli("task", taskId, "--json");
-    expect((JSON.parse(history.stdout) as TaskRecord).history.map((h) => [h.node, h.outcome])).toEqual([
+    expect(
+      (JSON.parse(history.stdout) as TaskRecord).history.map((h) => [h.node, h.outcome]),
+    ).toEqual([
       [victim, "lost"],
       [other, "succeeded"],
     ]);

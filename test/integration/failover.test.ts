@@ -16,7 +16,12 @@ describe("orchestrator failover", () => {
   const orchestrators: FleetOrchestrator[] = [];
 
   const startOrchestrator = async (id: string) => {
-    const options = resolveFleetOptions({ nodeId: id, natsUrl: fleet.url, dataDir: fleet.dataDir, nodeTimeoutMs: 1000 });
+    const options = resolveFleetOptions({
+      nodeId: id,
+      natsUrl: fleet.url,
+      dataDir: fleet.dataDir,
+      nodeTimeoutMs: 1000,
+    });
     const nats = await connectFleet(fleet.url);
     conns.push(nats);
     const o = FleetOrchestrator.start(options, { nats });
@@ -53,7 +58,9 @@ describe("orchestrator failover", () => {
     await a.o.stop();
     await b.o.whenLeading();
     expect(await slow).toMatchObject({ status: "succeeded", output: "done", attempts: 1 });
-    expect((await fleet.client.run({ session: "handover", input: "next" })).output).toBe("turn 2: next");
+    expect((await fleet.client.run({ session: "handover", input: "next" })).output).toBe(
+      "turn 2: next",
+    );
 
     // A leader that dies (its connection gone, lease not released) is replaced after expiry.
     const c = await startOrchestrator("orch-c");

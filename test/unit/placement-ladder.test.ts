@@ -172,9 +172,13 @@ describe("decidePlacement", () => {
   });
 
   it("takes another session's reservation only when nothing else is free and no pool may grow", () => {
-    const full = node("n1", [container("theirs", "reserved", OTHER), container("b", "busy", OTHER)], {
-      pools: [{ max: 2 }],
-    });
+    const full = node(
+      "n1",
+      [container("theirs", "reserved", OTHER), container("b", "busy", OTHER)],
+      {
+        pools: [{ max: 2 }],
+      },
+    );
     expect(decidePlacement("acme", "s1", view(full))).toEqual({
       kind: "place",
       placement: { node: "n1", pool: "default", container: "theirs", rung: "idle" },
