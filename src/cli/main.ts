@@ -9,6 +9,7 @@ import { ClawfleetError, ConfigError, toErrorInfo } from "../errors.js";
 import { type FleetOptions, resolveFleetOptions } from "../fleet-options.js";
 import { SERVICE_VERSION } from "../gateway/api-service.js";
 import { FleetClient } from "../gateway/fleet-client.js";
+import { isTerminalItem, type TimelineItem } from "../gateway/task-timeline.js";
 import type { Logger } from "../logger.js";
 import type { Priority, TaskRecord } from "../protocol/api-schemas.js";
 import {
@@ -19,7 +20,7 @@ import {
 } from "../roles/fleet-roles.js";
 import { dataDirOf, type LocatorFlags, locateFleet } from "./fleet-locator.js";
 import { LOG_LEVELS, type LogLevel, pinoLogger } from "./pino-logger.js";
-import { printStatus, printTask } from "./print.js";
+import { printStatus, printTask, printTimelineEvent } from "./print.js";
 
 interface RoleFlags extends LocatorFlags {
   id?: string;
@@ -229,6 +230,55 @@ export function buildProgram(): Command {
       process.stdout.write(
         f.json ? `${JSON.stringify(task, null, 2)}\n` : printTask(task as TaskRecord),
       );
+    });
+
+  withFleetFlags(program.command("timeline"))
+    .description("print a task's timeline: submitted, placed, steps, effects, retries, the end")
+    .argument("<taskId>")
+    .option("--json", "print JSON")
+    .action(async (taskId: string, f: LocatorFlags & { json?: boolean }) => {
+      const t = await withClient(f, (c) => c.timeline(taskId));
+      process.stdout.write(
+        f.json ? `${JSON.stringify(t, null, 2)}\n` : t.events.map(printTimelineEvent).join(""),
+      );
+    });
+
+  withFleetFlags(program.command("watch"))
+    .description("follow a task's timeline live until it ends (exit 0 only if it succeeded)")
+    .argument("<taskId>")
+    .option("--json", "print one JSON line per event")
+    .action(async (taskId: string, f: LocatorFlags & { json?: boolean }) => {
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      try {
+        await withClient(f, async (c) => {
+          let last: TimelineItem | undefined;
+          for await (const e of c.watch(taskId, { signal: stop.signal })) {
+            process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : printTimelineEvent(e));
+            last = e;
+          }
+          // Interrupted: the task goes on; exit as a shell expects after Ctrl-C.
+          if (stop.signal.aborted) {
+            process.exitCode = 130;
+            return;
+          }
+          // Ended without its terminal line (lost): the record says how it ended.
+          const ended = last && isTerminalItem(last) ? null : await c.task(taskId);
+          const status = ended ? ended.status : last!.type;
+          const error = ended ? ended.error : last?.error;
+          if (status !== "succeeded") {
+            throw new ClawfleetError(
+              error?.code ?? status.toUpperCase(),
+              `task ${taskId} ${status}${error ? `: ${error.message}` : ""}`,
+            );
+          }
+        });
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
     });
 
   withFleetFlags(program.command("cancel"))

@@ -28,6 +28,7 @@ import {
 } from "../protocol/api-schemas.js";
 import { readFleetStatus } from "./fleet-status.js";
 import { TaskSubmitter } from "./task-submitter.js";
+import { readTimeline } from "./task-timeline.js";
 
 /** Package version reported by the service's INFO. */
 export const SERVICE_VERSION = "0.1.0";
@@ -79,6 +80,15 @@ export class ApiService {
         const task = await submitter.get(taskId);
         if (!task) throw new NotFoundError(`no task ${taskId}`);
         return { task };
+      },
+      timeline: async (body) => {
+        const { taskId } = parse(TaskIdRequestSchema, body);
+        // The record first: once it is final, the terminal line (published before the
+        // record is written) is already in the stream, so a watcher can stop at this answer.
+        const task = await submitter.get(taskId);
+        const events = await readTimeline(nats, taskId);
+        if (!task && events.length === 0) throw new NotFoundError(`no task ${taskId}`);
+        return { taskId, ...(task ? { status: task.status } : {}), events };
       },
       cancel: async (body) => {
         const req = parse(TaskIdRequestSchema, body);

@@ -21,8 +21,10 @@ export async function readFleetStatus(
   clock: Clock,
 ): Promise<FleetStatus> {
   const nodes: NodeHeartbeat[] = [];
-  const keys = await nats.kv.nodes.keys();
-  for await (const key of keys) {
+  // Keys are listed from a live stream: a key rewritten while we list it shows up twice.
+  const keys = new Set<string>();
+  for await (const key of await nats.kv.nodes.keys()) keys.add(key);
+  for (const key of keys) {
     const entry = await nats.kv.nodes.get(key);
     if (entry?.operation !== "PUT") continue;
     const hb = NodeHeartbeatSchema.safeParse(entry.json());

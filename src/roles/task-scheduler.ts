@@ -420,7 +420,10 @@ export class TaskScheduler {
       if (record?.success && !isTerminal(record.data.status)) return void m.nak(250);
       return void m.ack();
     }
-    const state = t.actor.getSnapshot().value;
+    const snap = t.actor.getSnapshot();
+    // Finished (its record and result are on their way): late events change nothing.
+    if (snap.status !== "active") return void m.ack();
+    const state = snap.value;
     // The node may report before we processed its dispatch reply.
     if (state === "placing" || state === "init") return void m.nak(50);
     switch (ev.type) {
