@@ -31,6 +31,11 @@ export function printStatus(s: FleetStatus): string {
   const lines = [
     `orchestrator  ${s.orchestrator ? `${s.orchestrator.id} (leading since ${s.orchestrator.since})` : "none"}`,
     `queue depth   ${s.queueDepth ?? "unknown"}`,
+    `placements    ${
+      Object.entries(s.placements ?? {})
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ") || "none yet"
+    }`,
     `containers    ${
       Object.entries(s.containers)
         .map(([k, v]) => `${k} ${v}`)

@@ -26,6 +26,7 @@ import {
   type TaskRecord,
   TaskRecordSchema,
 } from "../protocol/api-schemas.js";
+import { behaviorEndpoints } from "./behavior-endpoints.js";
 import { readFleetStatus } from "./fleet-status.js";
 import { TaskSubmitter } from "./task-submitter.js";
 import { readTimeline } from "./task-timeline.js";
@@ -116,6 +117,7 @@ export class ApiService {
         return { task: body2.task };
       },
       status: async () => readFleetStatus(nats, options, clock),
+      ...behaviorEndpoints(nats, clock, parse),
     };
 
     const service = await new Svcm(nats.nc).add({
@@ -126,7 +128,9 @@ export class ApiService {
     });
     const group = service.addGroup(nats.subjects.api);
     for (const [name, handler] of Object.entries(endpoints)) {
-      group.addEndpoint(name, {
+      // Endpoint names may not contain dots; their subjects may.
+      group.addEndpoint(name.replaceAll(".", "_"), {
+        subject: name,
         handler: (err, msg) => {
           if (err) return void log.error({ err: toErrorInfo(err) }, "endpoint error");
           void respond(msg, handler, log);

@@ -201,6 +201,18 @@ export class FleetClient {
     if (this.owned) await this.nc.close();
   }
 
+  /**
+   * Calls any endpoint (`behavior.set`, …) with a JSON body; resolves with the
+   * reply's fields, or rejects with its coded error.
+   */
+  request<T extends object>(
+    endpoint: string,
+    body: unknown,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
+    return this.call<T>(endpoint, body, timeoutMs);
+  }
+
   private async call<T extends object>(
     endpoint: string,
     body: unknown,

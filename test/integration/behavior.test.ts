@@ -2,9 +2,13 @@
  * Behaviour as text: files stored per tenant and runtime profile, read fresh by
  * every turn, so a change applies at the next turn with no restart.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BehaviorStore, hashFiles } from "../../src/adapters/behavior-store.js";
 import { connectFleet, type FleetNats } from "../../src/adapters/fleet-nats.js";
+import { runCli } from "../harness/cli-process.js";
 import { TestFleet } from "../harness/test-fleet.js";
 
 const recite = JSON.stringify({ script: [{ op: "behavior", name: "SOUL.md" }] });
@@ -78,5 +82,38 @@ describe("behaviour files", () => {
     await expect(
       store.change("default", "default", { set: { "BIG.md": "x".repeat(300 * 1024) } }, ""),
     ).rejects.toMatchObject({ code: "BEHAVIOR_TOO_LARGE" });
+  });
+
+  it("is managed from the CLI and the API without a restart", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "clawfleet-behavior-"));
+    try {
+      const soul = path.join(dir, "SOUL.md");
+      await writeFile(soul, "from the cli");
+      const cli = (...args: string[]) => runCli([...args, "--nats", fleet.url]);
+      const set = await cli("behavior", "set", "-t", "cli", soul);
+      expect(set).toMatchObject({ code: 0 });
+      expect(set.stdout).toMatch(/^version \d+ sha256:[0-9a-f]+: SOUL\.md\n$/);
+      expect(await cli("behavior", "get", "-t", "cli", "SOUL.md")).toMatchObject({
+        code: 0,
+        stdout: "from the cli",
+      });
+      const turn = await fleet.client.run({ tenant: "cli", session: "c1", input: recite });
+      expect(turn.output).toBe("from the cli");
+
+      const api = await fleet.client.request<{ behavior: { hash: string } }>("behavior.set", {
+        tenant: "cli",
+        files: { "SOUL.md": "from the api" },
+      });
+      expect(
+        (await fleet.client.run({ tenant: "cli", session: "c1", input: recite })).behavior,
+      ).toBe(api.behavior.hash);
+      const history = await cli("behavior", "history", "-t", "cli", "--json");
+      expect((JSON.parse(history.stdout) as unknown[]).length).toBe(2);
+      const bad = await cli("behavior", "get", "-t", "cli", "--revision", "999");
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/^clawfleet: NOT_FOUND: /);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

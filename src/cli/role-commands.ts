@@ -1,0 +1,128 @@
+/**
+ * The role commands: `up` (a whole fleet in one process) and `node`,
+ * `orchestrator`, `gateway` (one role against an existing NATS server). They
+ * run until SIGINT/SIGTERM and then stop cleanly.
+ */
+import { readFile } from "node:fs/promises";
+import { type Command, Option } from "commander";
+import { ConfigError } from "../errors.js";
+import { type FleetOptions, resolveFleetOptions } from "../fleet-options.js";
+import type { Logger } from "../logger.js";
+import {
+  type RoleName,
+  type RunningRole,
+  startLocalFleet,
+  startRole,
+} from "../roles/fleet-roles.js";
+import { int, withFleetFlags } from "./cli-common.js";
+import { dataDirOf, type LocatorFlags, locateFleet } from "./fleet-locator.js";
+import { LOG_LEVELS, type LogLevel, pinoLogger } from "./pino-logger.js";
+
+interface RoleFlags extends LocatorFlags {
+  id?: string;
+  config?: string;
+  logLevel: LogLevel;
+  minIdle?: number;
+  max?: number;
+  sandbox?: "auto" | "bwrap" | "none";
+  installNats?: boolean;
+}
+
+/** Options of a role process, from `--config` (JSON), flags and environment. */
+async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
+  let base: FleetOptions = {};
+  if (flags.config) {
+    try {
+      base = JSON.parse(await readFile(flags.config, "utf8")) as FleetOptions;
+    } catch (err) {
+      throw new ConfigError(`cannot read config ${flags.config}: ${(err as Error).message}`);
+    }
+  }
+  const natsUrl = needsUrl
+    ? (await locateFleet(flags)).natsUrl
+    : (flags.nats ?? process.env.CLAWFLEET_NATS_URL);
+  const pool = { ...(base.pools?.[0] ?? {}) };
+  if (flags.minIdle !== undefined) pool.minIdle = flags.minIdle;
+  if (flags.max !== undefined) pool.max = flags.max;
+  if (flags.sandbox) pool.sandbox = flags.sandbox;
+  return resolveFleetOptions({
+    ...base,
+    dataDir: dataDirOf({ dataDir: flags.dataDir ?? base.dataDir }),
+    prefix: flags.prefix ?? process.env.CLAWFLEET_PREFIX ?? base.prefix,
+    natsUrl: natsUrl ?? base.natsUrl,
+    nodeId: flags.id ?? base.nodeId,
+    pools: [pool, ...(base.pools?.slice(1) ?? [])],
+  });
+}
+
+function withRoleFlags(cmd: Command): Command {
+  return withFleetFlags(cmd)
+    .option("--id <name>", "this process's id in records and status (default: <hostname>-<pid>)")
+    .option("--config <file>", "JSON file of FleetOptions")
+    .addOption(
+      new Option("--log-level <level>", "log level on stderr").choices(LOG_LEVELS).default("info"),
+    )
+    .option("--min-idle <n>", "warm idle containers to keep", int("--min-idle"))
+    .option("--max <n>", "most containers in the pool", int("--max"))
+    .addOption(
+      new Option("--sandbox <kind>", "agent confinement").choices(["auto", "bwrap", "none"]),
+    );
+}
+
+/** Runs until a signal, then stops the roles cleanly. */
+async function serve(stopAll: () => Promise<void>, log: Logger): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string) => {
+      log.info({ signal: sig }, "stopping");
+      stopAll().then(resolve, resolve);
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+  });
+}
+
+async function runRoles(roles: RoleName[], flags: RoleFlags): Promise<void> {
+  const options = await roleOptions(flags, true);
+  const logger = pinoLogger(flags.logLevel);
+  const running: RunningRole[] = [];
+  for (const r of roles) running.push(await startRole(r, options, { logger }));
+  process.stdout.write(
+    `clawfleet ${roles.join(" + ")} ${options.nodeId} connected to ${options.natsUrl}\n`,
+  );
+  await serve(async () => {
+    for (const r of running.reverse()) await r.stop();
+  }, logger);
+}
+
+/** Registers `up`, `node`, `orchestrator` and `gateway`. */
+export function registerRoleCommands(program: Command): void {
+  withRoleFlags(program.command("up"))
+    .description(
+      "run a one-node fleet in this process: embedded nats-server, orchestrator, node and gateway",
+    )
+    .option("--install-nats", "install nats-server with apt-get when missing (Debian, as root)")
+    .action(async (flags: RoleFlags) => {
+      const options = await roleOptions(flags, false);
+      const logger = pinoLogger(flags.logLevel);
+      const fleet = await startLocalFleet(options, { logger, autoInstallNats: flags.installNats });
+      const pool = options.pools[0]!;
+      process.stdout.write(
+        [
+          `clawfleet is up: node ${options.nodeId}, pool ${pool.name} (${pool.runtime} agent, minIdle ${pool.minIdle}, max ${pool.max})`,
+          `NATS: ${fleet.natsUrl} (data in ${options.dataDir})`,
+          "Talk to it:",
+          "  npx clawfleet send --session demo hello",
+          `  nats req ${options.prefix}.api.run '{"session":"demo","input":"hello"}'   # any NATS client`,
+          "Ctrl-C stops the fleet.",
+          "",
+        ].join("\n"),
+      );
+      await serve(() => fleet.stop(), logger);
+    });
+
+  for (const role of ["node", "orchestrator", "gateway"] as const) {
+    withRoleFlags(program.command(role))
+      .description(`run the ${role} role against an existing NATS server`)
+      .action((flags: RoleFlags) => runRoles([role], flags));
+  }
+}
