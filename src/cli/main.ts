@@ -8,6 +8,7 @@ import { toErrorInfo } from "../errors.js";
 import { SERVICE_VERSION } from "../gateway/api-service.js";
 import { registerBehaviorCommands } from "./behavior-commands.js";
 import { registerRoleCommands } from "./role-commands.js";
+import { registerSimCommand } from "./sim-command.js";
 import { registerTaskCommands } from "./task-commands.js";
 
 /** Builds the command tree. */
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerRoleCommands(program);
   registerTaskCommands(program);
   registerBehaviorCommands(program);
+  registerSimCommand(program);
   return program;
 }
 

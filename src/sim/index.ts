@@ -1,0 +1,145 @@
+/**
+ * The placement simulator (`clawfleet sim`, `npm run bench -- ladder`): a seeded chat
+ * workload on a fixed pool of simulated containers, run once per placement policy on a
+ * discrete-event clock.
+ *
+ * Real code, unchanged: the task machine (one actor per task), the pool and container
+ * machines (including the reserved window, the start throttle and `minIdle` top-ups), the
+ * ladder (`decidePlacement`) with the orchestrator's claims (`PlacementClaims`), the
+ * heartbeat and dispatch shapes. Repeated from code bound to NATS: the scheduler's
+ * placement pass (`TaskScheduler.placeQueued`), the node's dispatch answer and heartbeat.
+ * Simulated: time, container starts, restores and turns (timers), message latencies, the
+ * users. Not simulated: NATS, persistence, leases, crashes and retries (agents never fail).
+ *
+ * ```ts
+ * const report = await runSimulation({ users: 100, containers: 10, seed: 7 });
+ * process.stderr.write(renderTable(report));
+ * writeFileSync("ladder.svg", renderChart(report));
+ * ```
+ */
+import { Recorder } from "./metrics.js";
+import { createPolicy } from "./policies.js";
+import { EventClock } from "./sim-clock.js";
+import { SimNode } from "./sim-node.js";
+import {
+  type PolicyName,
+  type PolicyResult,
+  type ResolvedSimOptions,
+  resolveSimOptions,
+  type SimOptions,
+  type SimReport,
+  type TaskTrace,
+  type WorkloadSummary,
+} from "./sim-options.js";
+import { SimOrchestrator } from "./sim-orchestrator.js";
+import { generateWorkload, type SimMessage, type Workload } from "./workload.js";
+
+export { renderChart, renderTable } from "./chart.js";
+export { percentiles } from "./metrics.js";
+export { createPolicy, type PlacementPolicy } from "./policies.js";
+export { EventClock, SIM_EPOCH_MS } from "./sim-clock.js";
+export {
+  type Percentiles,
+  POLICY_NAMES,
+  type PolicyName,
+  type PolicyResult,
+  type ResolvedSimOptions,
+  resolveSimOptions,
+  type SimOptions,
+  SimOptionsSchema,
+  type SimReport,
+  type TaskTrace,
+  type WorkloadSummary,
+} from "./sim-options.js";
+export { generateWorkload, mulberry32, type SimMessage, type Workload } from "./workload.js";
+
+/** Named scenarios: the defaults, and the same users (the same workload) on fewer containers. */
+export const SCENARIOS = {
+  default: {},
+  loaded: { name: "loaded", containers: 6 },
+} as const satisfies Record<string, SimOptions>;
+
+/** Runs the workload of `options` once per policy; the same options give the same report. */
+export async function runSimulation(options: SimOptions = {}): Promise<SimReport> {
+  const o = resolveSimOptions(options);
+  const workload = generateWorkload(o);
+  const results: PolicyResult[] = [];
+  const traces: Record<string, TaskTrace[]> = {};
+  for (const policy of o.policies) {
+    const run = await runPolicy(o, workload, policy);
+    results.push(run.result);
+    if (o.trace) traces[policy] = run.traces;
+  }
+  return {
+    scenario: o.name,
+    options: o,
+    workload: summarise(workload),
+    results,
+    ...(o.trace ? { traces } : {}),
+  };
+}
+
+/** One policy on a fresh clock, node and orchestrator. */
+async function runPolicy(
+  o: ResolvedSimOptions,
+  workload: Workload,
+  policyName: PolicyName,
+): Promise<{ result: PolicyResult; traces: TaskTrace[] }> {
+  const clock = new EventClock();
+  const recorder = new Recorder(() => clock.elapsed());
+  const stateMB = new Map(workload.sessions.map((s) => [`${s.tenant}/${s.session}`, s.stateMB]));
+  const byTask = new Map<string, SimMessage>(workload.messages.map((m) => [m.taskId, m]));
+  let orchestrator: SimOrchestrator | null = null;
+  const later = (fn: () => void) => clock.setTimeout(fn, o.eventLatencyMs);
+
+  const node = new SimNode(clock, o, {
+    task: (taskId) => {
+      const m = byTask.get(taskId);
+      if (!m) throw new Error(`unknown task ${taskId}`);
+      return {
+        stateMB: stateMB.get(`${m.tenant}/${m.session}`) ?? 0,
+        followUp: m.index > 0,
+        turnMs: m.turnMs,
+      };
+    },
+    turnStarted: (task, _container, reload, restoreMs) => {
+      recorder.turnStarted(task.taskId, reload, restoreMs);
+      later(() => orchestrator?.started(task.taskId, task.attempt));
+    },
+    turnEnded: (task) => {
+      recorder.turnEnded(byTask.get(task.taskId)?.turnMs ?? 0);
+      later(() => orchestrator?.succeeded(task.taskId, task.attempt));
+    },
+    containerStarted: () => recorder.containerStarted(),
+    heartbeat: (hb) => orchestrator?.heartbeat(hb),
+  });
+  const policy = createPolicy(policyName, o.containers);
+  const orch = new SimOrchestrator(clock, o, node, policy, recorder);
+  orchestrator = orch;
+
+  let toArrive = workload.messages.length;
+  for (const m of workload.messages) {
+    clock.at(m.at, () => {
+      toArrive--;
+      orch.submit(m);
+    });
+  }
+  node.start();
+  const endAt = o.horizonMs + o.drainMs;
+  await clock.run(endAt, () => toArrive === 0 && orch.open === 0);
+  const end = Math.max(clock.elapsed(), toArrive === 0 && orch.open === 0 ? 0 : endAt);
+  orch.stop();
+  node.stop();
+  return { result: recorder.result(policyName, o, end, clock.events), traces: recorder.traces() };
+}
+
+function summarise(w: Workload): WorkloadSummary {
+  const mb = w.sessions.reduce((s, x) => s + x.stateMB, 0);
+  return {
+    sessions: w.sessions.length,
+    messages: w.messages.length,
+    followUps: w.messages.filter((m) => m.index > 0).length,
+    meanStateMB: w.sessions.length === 0 ? 0 : Math.round((mb / w.sessions.length) * 10) / 10,
+    turnMsTotal: w.messages.reduce((s, m) => s + m.turnMs, 0),
+  };
+}
