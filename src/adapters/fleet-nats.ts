@@ -18,6 +18,7 @@ import { connect } from "@nats-io/transport-node";
 import { ConfigError } from "../errors.js";
 import { type FleetSubjects, fleetSubjects } from "../protocol/fleet-subjects.js";
 import { isNotFound } from "./nats-retry.js";
+import { provisionSnapshotBuckets } from "./snapshot-store.js";
 
 /** Options for {@link connectFleet}. */
 export interface FleetNatsOptions {
@@ -44,6 +45,7 @@ export interface FleetNats {
     readonly checkpoints: KV;
     readonly outbox: KV;
     readonly behaviors: KV;
+    readonly sessions: KV;
   };
   /** Drains and closes the connection. */
   close(): Promise<void>;
@@ -75,8 +77,9 @@ export async function connectFleet(
   const jsm = await jetstreamManager(nc);
   await provisionStreams(jsm, subjects, retentionMs);
   const js = jetstream(nc);
+  await provisionSnapshotBuckets(nc, { prefix: subjects.prefix });
   const kvm = new Kvm(js);
-  const [tasks, nodes, leases, checkpoints, outbox, behaviors] = await Promise.all([
+  const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions] = await Promise.all([
     kvm.create(subjects.buckets.tasks, { history: 1, ttl: retentionMs, storage: StorageType.File }),
     // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
     kvm.create(subjects.buckets.nodes, { history: 1, ttl: 10 * 60_000, storage: StorageType.File }),
@@ -92,13 +95,18 @@ export async function connectFleet(
       storage: StorageType.File,
     }),
     kvm.create(subjects.buckets.behaviors, { history: 64, storage: StorageType.File }),
+    kvm.create(subjects.buckets.sessions, {
+      history: 1,
+      ttl: retentionMs,
+      storage: StorageType.File,
+    }),
   ]);
   return {
     nc,
     js,
     jsm,
     subjects,
-    kv: { tasks, nodes, leases, checkpoints, outbox, behaviors },
+    kv: { tasks, nodes, leases, checkpoints, outbox, behaviors, sessions },
     async close() {
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
     },

@@ -13,8 +13,14 @@ import { ClawfleetError, TerminalError } from "../errors.js";
 export interface WorkspaceStore {
   /** Replaces the contents of `dir` with the session's saved files (empty for a new session). */
   restore(tenant: string, session: string, dir: string): Promise<void>;
-  /** Saves the contents of `dir` as the session's files. */
-  save(tenant: string, session: string, dir: string): Promise<void>;
+  /** Saves the contents of `dir` as the session's files; resolves with the new version, if versioned. */
+  save(tenant: string, session: string, dir: string): Promise<number | undefined | void>;
+  /**
+   * Whether `dir` still holds the session's latest files (nobody saved or restored a
+   * newer version since this process put them there), so a warm container may skip
+   * the restore.
+   */
+  isCurrent(tenant: string, session: string, dir: string): Promise<boolean>;
   /**
    * Saves `dir` as the state after `step` of a running task, apart from the
    * session's files: a resumed attempt restores exactly this, and a failed task
@@ -53,6 +59,11 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw wrap("restore", err);
     }
+  }
+
+  /** Unversioned: a warm copy is current unless another process saved the session since. */
+  async isCurrent(): Promise<boolean> {
+    return true;
   }
 
   async save(tenant: string, session: string, dir: string): Promise<void> {

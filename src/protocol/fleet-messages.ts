@@ -149,3 +149,16 @@ export const TimelineEventSchema = z.object({
   message: z.string().optional(),
 });
 export type TimelineEvent = z.infer<typeof TimelineEventSchema>;
+
+/** The session registry (`<prefix>_sessions`, key `<tenant>.<session>`): where a session was last served. */
+export const SessionEntrySchema = z.object({
+  tenant: z.string(),
+  session: z.string(),
+  node: z.string(),
+  container: z.string(),
+  /** The snapshot version its last successful turn saved (absent with an unversioned store). */
+  version: z.number().int().positive().optional(),
+  taskId: z.string(),
+  updatedAt: z.string(),
+});
+export type SessionEntry = z.infer<typeof SessionEntrySchema>;

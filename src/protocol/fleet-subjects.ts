@@ -41,6 +41,7 @@ export interface FleetSubjects {
     readonly checkpoints: string;
     readonly outbox: string;
     readonly behaviors: string;
+    readonly sessions: string;
   };
   /** Durable consumer names of the orchestrator. */
   readonly consumers: { readonly tasks: string; readonly events: string };
@@ -83,6 +84,7 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
       checkpoints: `${lower}_checkpoints`,
       outbox: `${lower}_outbox`,
       behaviors: `${lower}_behaviors`,
+      sessions: `${lower}_sessions`,
     },
     consumers: { tasks: "orchestrator", events: "orchestrator-events" },
   };

@@ -15,8 +15,10 @@ import {
 } from "../actors/container-machine.js";
 import { type PoolContext, poolMachine, poolStates, refuseStart } from "../actors/pool-machine.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
-import { LocalWorkspaceStore, type WorkspaceStore } from "../adapters/local-workspace-store.js";
+import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
+import { ObjectWorkspaceStore } from "../adapters/object-workspace-store.js";
 import type { PoolAdapter } from "../adapters/pool-adapter.js";
+import { SnapshotStore, SQLITE_LIVE_FILES } from "../adapters/snapshot-store.js";
 import { type Clock, every, isoNow, systemClock } from "../clock.js";
 import { toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
@@ -56,7 +58,7 @@ export class FleetNode {
   private readonly events: TurnRunner;
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly store: WorkspaceStore;
+  private store!: WorkspaceStore;
   private readonly containersDir: string;
 
   private constructor(
@@ -67,7 +69,6 @@ export class FleetNode {
     this.clock = deps.clock ?? systemClock;
     this.log = (deps.logger ?? silentLogger).child({ role: "node", node: this.id });
     this.startedAt = isoNow(this.clock);
-    this.store = deps.store ?? new LocalWorkspaceStore(path.join(options.dataDir, "sessions"));
     this.containersDir = path.join(options.dataDir, "nodes", this.id, "containers");
     this.events = new TurnRunner(deps.nats, this.id, options, this.clock, this.log);
   }
@@ -80,6 +81,7 @@ export class FleetNode {
   }
 
   private async init(): Promise<void> {
+    this.store = this.deps.store ?? (await this.defaultStore());
     await mkdir(this.containersDir, { recursive: true });
     const { nc, subjects } = this.deps.nats;
     this.subs.push(
@@ -95,6 +97,20 @@ export class FleetNode {
       { pools: this.options.pools.map((p) => p.name), adapter: this.deps.adapter.kind },
       "node up",
     );
+  }
+
+  /** Sessions' files as versioned snapshots in NATS, so any node can serve any session. */
+  private async defaultStore(): Promise<WorkspaceStore> {
+    const snapshots = await SnapshotStore.open(
+      this.deps.nats.nc,
+      { prefix: this.options.prefix },
+      this.clock,
+    );
+    return new ObjectWorkspaceStore(snapshots, {
+      // The scripted agent keeps no database open; runtimes that do name their live files here.
+      exclude: SQLITE_LIVE_FILES,
+      keepLast: this.options.snapshotKeepLast,
+    });
   }
 
   private startPool(profile: PoolProfile): void {

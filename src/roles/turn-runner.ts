@@ -26,7 +26,7 @@ import { type Clock, every, isoNow } from "../clock.js";
 import { ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
-import type { TaskEvent } from "../protocol/fleet-messages.js";
+import type { SessionEntry, TaskEvent } from "../protocol/fleet-messages.js";
 
 const RETRY_ATTEMPTS = 20;
 
@@ -98,9 +98,11 @@ export class TurnRunner {
       }
       if (resumeAfter === 0) {
         const warm = input.warm;
-        if (!warm || warm.tenant !== tenant || warm.session !== session) {
-          await store.restore(tenant, session, handle.workspaceDir);
-        }
+        const current =
+          warm?.tenant === tenant &&
+          warm.session === session &&
+          (await this.retry(() => store.isCurrent(tenant, session, handle.workspaceDir)));
+        if (!current) await this.retry(() => store.restore(tenant, session, handle.workspaceDir));
       }
 
       const hooks: TurnHooks = {
@@ -137,8 +139,21 @@ export class TurnRunner {
       );
       // Still ours? A holder that lost its lease must not overwrite the session's files.
       await this.retry(() => lease!.renew());
-      await store.save(tenant, session, handle.workspaceDir);
-      await event({ type: "succeeded", output });
+      const version =
+        (await this.retry(() => store.save(tenant, session, handle.workspaceDir))) ?? undefined;
+      await this.register({
+        tenant,
+        session,
+        node: this.nodeId,
+        container: containerId,
+        version,
+        taskId,
+      });
+      await event({
+        type: "succeeded",
+        output,
+        message: version === undefined ? undefined : `version ${version}`,
+      });
       await store.dropCheckpoints(tenant, session, taskId);
       return { ok: true, agentAlive: handle.alive };
     } catch (err) {
@@ -153,6 +168,14 @@ export class TurnRunner {
       stopRenewing();
       await lease?.release();
     }
+  }
+
+  /** Records where the session was served and which version it is at (best effort: it is a hint). */
+  private async register(entry: Omit<SessionEntry, "updatedAt">): Promise<void> {
+    const value: SessionEntry = { ...entry, updatedAt: isoNow(this.clock) };
+    await this.nats.kv.sessions
+      .put(`${entry.tenant}.${entry.session}`, JSON.stringify(value))
+      .catch((err) => this.log.warn({ err: toErrorInfo(err) }, "session registry write failed"));
   }
 
   /** Publishes a task event durably (stored in the events stream) with retries. */

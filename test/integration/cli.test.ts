@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SnapshotStore } from "../../src/adapters/snapshot-store.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import { CliProcess, runCli } from "../harness/cli-process.js";
@@ -146,8 +147,10 @@ describe("roles as separate processes", () => {
       attempts: 2,
     });
     // Step 1 ran once: the second attempt resumed after its checkpoint, with its files.
-    const saved = path.join(dir, "data", "sessions", "default", "survivor", "steps.log");
-    expect(await readFile(saved, "utf8")).toBe("one\n");
+    const snapshots = await SnapshotStore.open(nc);
+    const restored = path.join(dir, "restored");
+    await snapshots.restore("default", "survivor", restored);
+    expect(await readFile(path.join(restored, "steps.log"), "utf8")).toBe("one\n");
     const history = await cli("task", taskId, "--json");
     expect(
       (JSON.parse(history.stdout) as TaskRecord).history.map((h) => [h.node, h.outcome]),
