@@ -32,6 +32,44 @@ export interface PoolProfileOptions {
   missedHeartbeats?: number;
   /** Grace between start and `ready` before a start counts as failed. Default 30 000 ms. */
   startTimeoutMs?: number;
+  /** What runs this pool's containers: child processes or Docker containers. Default `process`. */
+  kind?: "process" | "docker";
+  /** Container settings of a `docker` pool (every field has a default). */
+  docker?: DockerProfileOptions;
+}
+
+/** Limits and image of each container of a `docker` pool. */
+export interface DockerProfileOptions {
+  /** The agent image. Default `clawfleet-agent:local` (`clawfleet image build` makes it). */
+  image?: string;
+  /** Memory limit of a container, swap included (none allowed). Default 256 MiB. */
+  memoryMb?: number;
+  /** Most processes and threads in a container. Default 128. */
+  pids?: number;
+  /** CPU limit in cores (fractions allowed). Default 1. */
+  cpus?: number;
+  /** `none` (default), `host`, or the name of a user-defined Docker network the profile allows. */
+  network?: string;
+  /** Size of the tmpfs mounted at /tmp. Default 64 MiB. */
+  tmpfsMb?: number;
+}
+
+/** Node-wide settings of the Docker pool: density and cleanup. */
+export interface DockerFleetOptions {
+  /** The engine: `unix:///path/docker.sock` or `tcp://host:port`. Default `$DOCKER_HOST`, else /var/run/docker.sock. */
+  host?: string;
+  /** Memory the host offers containers before headroom. Default: the host's total memory. */
+  hostMemoryMb?: number;
+  /** Memory never given to containers (the host, the node, page cache). Default 10% of the host, at least 512 MiB. */
+  headroomMb?: number;
+  /** Memory a starting container is charged until its stats show its use. Default 64 MiB. */
+  startReserveMb?: number;
+  /** Container starts in flight at once on the node. Default 2. */
+  maxConcurrentStarts?: number;
+  /** An idle container beyond its pool's `minIdle` is removed after this long unused. Default 600 000 ms. */
+  idleTtlMs?: number;
+  /** How often container stats are read, pressure checked and idle containers reaped. Default 1000 ms. */
+  statsIntervalMs?: number;
 }
 
 /** Options of a fleet; every field has a documented default. */
@@ -58,13 +96,36 @@ export interface FleetOptions {
   maxAttempts?: number;
   /** First retry delay; doubles per attempt up to 30 s. Default 500 ms. */
   retryBackoffMs?: number;
+  /** Snapshot versions kept per session (plus the newest known-good one). Default 50. */
+  snapshotKeepLast?: number;
   /** How long task records and streams are kept. Default 7 days. */
   retentionMs?: number;
+  /** Docker pool settings of this node (used by pools of kind `docker`). */
+  docker?: DockerFleetOptions;
 }
 
 const IdToken = z
   .string()
   .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-]");
+
+const DockerProfileSchema = z.strictObject({
+  image: z.string().min(1).default("clawfleet-agent:local"),
+  memoryMb: z.number().int().min(16).default(256),
+  pids: z.number().int().min(16).default(128),
+  cpus: z.number().positive().max(1024).default(1),
+  network: z.string().min(1).default("none"),
+  tmpfsMb: z.number().int().min(1).default(64),
+});
+
+const DockerFleetSchema = z.strictObject({
+  host: z.string().min(1).optional(),
+  hostMemoryMb: z.number().int().min(64).optional(),
+  headroomMb: z.number().int().min(0).optional(),
+  startReserveMb: z.number().int().min(1).default(64),
+  maxConcurrentStarts: z.number().int().min(1).default(2),
+  idleTtlMs: z.number().int().min(100).default(600_000),
+  statsIntervalMs: z.number().int().min(50).default(1000),
+});
 
 const PoolProfileSchema = z.strictObject({
   name: IdToken.default("default"),
@@ -78,6 +139,8 @@ const PoolProfileSchema = z.strictObject({
   agentHeartbeatMs: z.number().int().min(10).default(1000),
   missedHeartbeats: z.number().int().min(1).default(3),
   startTimeoutMs: z.number().int().min(100).default(30_000),
+  kind: z.enum(["process", "docker"]).default("process"),
+  docker: DockerProfileSchema.prefault({}),
 });
 
 const FleetOptionsSchema = z.strictObject({
@@ -92,12 +155,20 @@ const FleetOptionsSchema = z.strictObject({
   leaseTtlMs: z.number().int().min(50).default(5000),
   maxAttempts: z.number().int().min(1).default(5),
   retryBackoffMs: z.number().int().min(0).default(500),
+  snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z
     .number()
     .int()
     .min(60_000)
     .default(7 * 24 * 3600 * 1000),
+  docker: DockerFleetSchema.prefault({}),
 });
+
+/** Docker settings of a pool profile with every default applied. */
+export type DockerProfile = Readonly<z.output<typeof DockerProfileSchema>>;
+
+/** Node-wide Docker pool settings with every default applied. */
+export type DockerFleetSettings = Readonly<z.output<typeof DockerFleetSchema>>;
 
 /** A pool profile with every default applied. */
 export type PoolProfile = Readonly<z.output<typeof PoolProfileSchema>>;
