@@ -98,6 +98,15 @@ export interface FleetOptions {
   retryBackoffMs?: number;
   /** Snapshot versions kept per session (plus the newest known-good one). Default 50. */
   snapshotKeepLast?: number;
+  /** Limits on a session's workspace, checked on every snapshot and restore. */
+  workspaceLimits?: {
+    /** Default 100 MiB. */
+    maxFileBytes?: number;
+    /** Default 1 GiB. */
+    maxWorkspaceBytes?: number;
+    /** Files, directories and symlinks. Default 100 000. */
+    maxFiles?: number;
+  };
   /** How long task records and streams are kept. Default 7 days. */
   retentionMs?: number;
   /** Docker pool settings of this node (used by pools of kind `docker`). */
@@ -155,6 +164,13 @@ const FleetOptionsSchema = z.strictObject({
   leaseTtlMs: z.number().int().min(50).default(5000),
   maxAttempts: z.number().int().min(1).default(5),
   retryBackoffMs: z.number().int().min(0).default(500),
+  workspaceLimits: z
+    .strictObject({
+      maxFileBytes: z.number().int().positive().optional(),
+      maxWorkspaceBytes: z.number().int().positive().optional(),
+      maxFiles: z.number().int().positive().optional(),
+    })
+    .optional(),
   snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z
     .number()

@@ -13,7 +13,7 @@ interface BehaviorFlags extends LocatorFlags {
   profile?: string;
   json?: boolean;
   remove?: string[];
-  revision?: string;
+  version?: string;
 }
 
 function withTarget(cmd: Command): Command {
@@ -57,7 +57,7 @@ export function registerBehaviorCommands(program: Command): void {
   withTarget(behavior.command("get"))
     .description("print the latest behaviour (or one file of it)")
     .argument("[name]", "print just this file")
-    .option("--revision <n>", "an older version (see history)")
+    .option("--version <n>", "an older version (see history)")
     .action(async (name: string | undefined, f: BehaviorFlags) => {
       const r = await withClient(f, (c) =>
         c.request<{
@@ -70,7 +70,7 @@ export function registerBehaviorCommands(program: Command): void {
         }>("behavior.get", {
           tenant: f.tenant,
           profile: f.profile,
-          version: f.revision === undefined ? undefined : Number(f.revision),
+          version: f.version === undefined ? undefined : Number(f.version),
         }),
       );
       const b = r.behavior;

@@ -7,8 +7,10 @@ import { Command } from "commander";
 import { toErrorInfo } from "../errors.js";
 import { SERVICE_VERSION } from "../gateway/api-service.js";
 import { registerBehaviorCommands } from "./behavior-commands.js";
+import { registerImageCommands } from "./image-commands.js";
 import { registerRoleCommands } from "./role-commands.js";
 import { registerSimCommand } from "./sim-command.js";
+import { registerStateCommands } from "./state-commands.js";
 import { registerTaskCommands } from "./task-commands.js";
 
 /** Builds the command tree. */
@@ -18,11 +20,15 @@ export function buildProgram(): Command {
       "Host long-running, stateful AI agents for many users on a fixed pool of containers.",
     )
     .version(SERVICE_VERSION)
+    // `--version` after a command belongs to that command (`restore --version 3`).
+    .enablePositionalOptions()
     .showHelpAfterError();
   registerRoleCommands(program);
   registerTaskCommands(program);
   registerBehaviorCommands(program);
+  registerImageCommands(program);
   registerSimCommand(program);
+  registerStateCommands(program);
   return program;
 }
 

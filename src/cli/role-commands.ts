@@ -25,6 +25,7 @@ interface RoleFlags extends LocatorFlags {
   minIdle?: number;
   max?: number;
   sandbox?: "auto" | "bwrap" | "none";
+  pool?: "process" | "docker";
   installNats?: boolean;
 }
 
@@ -45,6 +46,7 @@ async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
   if (flags.minIdle !== undefined) pool.minIdle = flags.minIdle;
   if (flags.max !== undefined) pool.max = flags.max;
   if (flags.sandbox) pool.sandbox = flags.sandbox;
+  if (flags.pool) pool.kind = flags.pool;
   return resolveFleetOptions({
     ...base,
     dataDir: dataDirOf({ dataDir: flags.dataDir ?? base.dataDir }),
@@ -66,6 +68,12 @@ function withRoleFlags(cmd: Command): Command {
     .option("--max <n>", "most containers in the pool", int("--max"))
     .addOption(
       new Option("--sandbox <kind>", "agent confinement").choices(["auto", "bwrap", "none"]),
+    )
+    .addOption(
+      new Option("--pool <kind>", "what runs the agents: processes or Docker containers").choices([
+        "process",
+        "docker",
+      ]),
     );
 }
 
@@ -108,7 +116,7 @@ export function registerRoleCommands(program: Command): void {
       const pool = options.pools[0]!;
       process.stdout.write(
         [
-          `clawfleet is up: node ${options.nodeId}, pool ${pool.name} (${pool.runtime} agent, minIdle ${pool.minIdle}, max ${pool.max})`,
+          `clawfleet is up: node ${options.nodeId}, pool ${pool.name} (${pool.runtime} agent, ${pool.kind === "docker" ? `docker image ${pool.docker.image}` : "process"}, minIdle ${pool.minIdle}, max ${pool.max})`,
           `NATS: ${fleet.natsUrl} (data in ${options.dataDir})`,
           "Talk to it:",
           "  npx clawfleet send --session demo hello",

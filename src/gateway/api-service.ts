@@ -28,6 +28,7 @@ import {
 } from "../protocol/api-schemas.js";
 import { behaviorEndpoints } from "./behavior-endpoints.js";
 import { readFleetStatus } from "./fleet-status.js";
+import { snapshotEndpoints } from "./snapshot-endpoints.js";
 import { TaskSubmitter } from "./task-submitter.js";
 import { readTimeline } from "./task-timeline.js";
 
@@ -118,6 +119,7 @@ export class ApiService {
       },
       status: async () => readFleetStatus(nats, options, clock),
       ...behaviorEndpoints(nats, clock, parse),
+      ...snapshotEndpoints(nats, clock, parse),
     };
 
     const service = await new Svcm(nats.nc).add({

@@ -101,9 +101,10 @@ export class FleetNode {
 
   /** Sessions' files as versioned snapshots in NATS, so any node can serve any session. */
   private async defaultStore(): Promise<WorkspaceStore> {
+    const limits = this.options.workspaceLimits;
     const snapshots = await SnapshotStore.open(
       this.deps.nats.nc,
-      { prefix: this.options.prefix },
+      { prefix: this.options.prefix, ...(limits ? { limits } : {}) },
       this.clock,
     );
     return new ObjectWorkspaceStore(snapshots, {

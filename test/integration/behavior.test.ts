@@ -109,7 +109,7 @@ describe("behaviour files", () => {
       ).toBe(api.behavior.hash);
       const history = await cli("behavior", "history", "-t", "cli", "--json");
       expect((JSON.parse(history.stdout) as unknown[]).length).toBe(2);
-      const bad = await cli("behavior", "get", "-t", "cli", "--revision", "999");
+      const bad = await cli("behavior", "get", "-t", "cli", "--version", "999");
       expect(bad.code).toBe(1);
       expect(bad.stderr).toMatch(/^clawfleet: NOT_FOUND: /);
     } finally {

@@ -1,0 +1,106 @@
+/**
+ * The state plane end to end: a session's files live as versioned snapshots in
+ * NATS, follow the session to whatever container serves it, can be taken back
+ * to any version, and are never harmed by a turn that breaks the rules.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../harness/cli-process.js";
+import { TestFleet } from "../harness/test-fleet.js";
+
+const script = (...ops: object[]) => JSON.stringify({ script: ops });
+
+interface VersionView {
+  version: number;
+  knownGood: boolean;
+  reason?: string;
+  parent?: number;
+  createdAt: string;
+}
+
+describe("the state plane", () => {
+  let fleet: TestFleet;
+  const versions = async (session: string) =>
+    (await fleet.client.request<{ versions: VersionView[] }>("snapshots", { session })).versions;
+
+  beforeAll(async () => {
+    fleet = await TestFleet.start({
+      // One container at a time, no reservations: sessions must share and swap it.
+      pools: [{ minIdle: 1, max: 1, reservedWindowMs: 0 }],
+      workspaceLimits: { maxFileBytes: 64 * 1024 },
+      retryBackoffMs: 20,
+    });
+  });
+  afterAll(async () => {
+    await fleet?.[Symbol.asyncDispose]();
+  });
+
+  it("moves a session between containers with its state", async () => {
+    const first = await fleet.client.run({ session: "mover", input: "hello" });
+    expect(first.output).toBe("turn 1: hello");
+    // Another session crashes the only container's agent: the pool replaces the container.
+    const crash = await fleet.client.run({
+      session: "crasher",
+      input: script({ op: "crash", mode: "exit" }),
+    });
+    expect(crash).toMatchObject({ status: "succeeded", attempts: 2 });
+    const second = await fleet.client.run({ session: "mover", input: "again" });
+    expect(second.container).not.toBe(first.container);
+    expect(second.rung).toBe("idle");
+    expect(second.output).toBe("turn 2: again");
+  });
+
+  it("keeps a version per successful turn and takes a session back to an older one", async () => {
+    for (const word of ["a", "b", "c"]) await fleet.client.run({ session: "timey", input: word });
+    const saved = await versions("timey");
+    expect(saved.map((v) => [v.version, v.knownGood])).toEqual([
+      [1, true],
+      [2, true],
+      [3, true],
+    ]);
+    const restored = await fleet.client.request<{ from: VersionView; version: VersionView }>(
+      "restore",
+      {
+        session: "timey",
+        version: 1,
+      },
+    );
+    expect(restored).toMatchObject({ from: { version: 1 }, version: { version: 4, parent: 1 } });
+    // The next turn starts from version 1 (one turn counted), though a container held version 3.
+    expect((await fleet.client.run({ session: "timey", input: "d" })).output).toBe("turn 2: d");
+
+    // By time, from the CLI: the newest version at or before version 2's commit.
+    const at = saved[1]!.createdAt;
+    const cli = await runCli(["restore", "timey", "--at", at, "--nats", fleet.url]);
+    expect(cli).toMatchObject({ code: 0, stdout: "restored version 2 as version 6\n" });
+    expect((await fleet.client.run({ session: "timey", input: "e" })).output).toBe("turn 3: e");
+    const listed = await runCli(["snapshots", "timey", "--nats", fleet.url]);
+    expect(listed.stdout.trim().split("\n")).toHaveLength(7);
+    expect(listed.stdout).toContain("restore of version 2");
+  });
+
+  it("fails a turn that breaks the workspace rules, leaving the stored state as it was", async () => {
+    await fleet.client.run({ session: "rules", input: "keep me" });
+    const before = await versions("rules");
+
+    const escape = await fleet.client.run({
+      session: "rules",
+      input: script({ op: "write", path: "../../outside.txt", text: "x" }),
+    });
+    expect(escape).toMatchObject({ status: "failed", error: { code: "PATH_ESCAPE" } });
+    const big = await fleet.client.run({
+      session: "rules",
+      input: script({ op: "write", path: "big.bin", text: "x".repeat(100 * 1024) }),
+    });
+    expect(big).toMatchObject({ status: "failed", error: { code: "FILE_TOO_LARGE" } });
+
+    expect(await versions("rules")).toEqual(before);
+    // The failed turns left no trace: the next turn counts from the last good one.
+    expect((await fleet.client.run({ session: "rules", input: "still" })).output).toBe(
+      "turn 2: still",
+    );
+    const bad = await fleet.client
+      .request("restore", { session: "rules", version: 99 })
+      .catch((e: { code: string }) => e.code);
+    expect(bad).toBe("SNAPSHOT_NOT_FOUND");
+  });
+});
