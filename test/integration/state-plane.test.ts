@@ -82,11 +82,11 @@ describe("the state plane", () => {
     await fleet.client.run({ session: "rules", input: "keep me" });
     const before = await versions("rules");
 
-    const escape = await fleet.client.run({
+    const escaped = await fleet.client.run({
       session: "rules",
       input: script({ op: "write", path: "../../outside.txt", text: "x" }),
     });
-    expect(escape).toMatchObject({ status: "failed", error: { code: "PATH_ESCAPE" } });
+    expect(escaped).toMatchObject({ status: "failed", error: { code: "PATH_ESCAPE" } });
     const big = await fleet.client.run({
       session: "rules",
       input: script({ op: "write", path: "big.bin", text: "x".repeat(100 * 1024) }),
