@@ -62,7 +62,7 @@ export interface DockerFleetOptions {
   hostMemoryMb?: number;
   /** Memory never given to containers (the host, the node, page cache). Default 10% of the host, at least 512 MiB. */
   headroomMb?: number;
-  /** Memory a starting container is charged until its stats show its use. Default 64 MiB. */
+  /** Memory a container is charged at least while it starts or runs a turn (what a working agent may reach). Default 64 MiB. */
   startReserveMb?: number;
   /** Container starts in flight at once on the node. Default 2. */
   maxConcurrentStarts?: number;
@@ -98,6 +98,8 @@ export interface FleetOptions {
   retryBackoffMs?: number;
   /** Snapshot versions kept per session (plus the newest known-good one). Default 50. */
   snapshotKeepLast?: number;
+  /** How often the leading orchestrator garbage-collects snapshot chunks. Default 600 000 ms. */
+  snapshotGcIntervalMs?: number;
   /** Limits on a session's workspace, checked on every snapshot and restore. */
   workspaceLimits?: {
     /** Default 100 MiB. */
@@ -171,6 +173,7 @@ const FleetOptionsSchema = z.strictObject({
       maxFiles: z.number().int().positive().optional(),
     })
     .optional(),
+  snapshotGcIntervalMs: z.number().int().min(1000).default(600_000),
   snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z
     .number()

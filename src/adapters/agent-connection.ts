@@ -128,6 +128,9 @@ export class AgentConnection {
   private readonly graceMs: number;
   private readonly failureListeners = new Set<(err: ClawfleetError) => void>();
   private readyWaiters: { resolve: () => void; reject: (err: ClawfleetError) => void }[] = [];
+  private capabilities = new Set<string>();
+  private readonly quiesceWaiters = new Map<number, () => void>();
+  private nextQuiesceId = 1;
   private isReady = false;
   private failed: ClawfleetError | undefined;
   private active: ActiveTurn | undefined;
@@ -241,6 +244,29 @@ export class AgentConnection {
     });
   }
 
+  /**
+   * Asks the agent to make its workspace safe to copy and waits for its answer.
+   * A no-op for agents without the `quiesce` capability; an agent that does not
+   * answer within `timeoutMs` fails the snapshot rather than risk a torn copy.
+   */
+  quiesce(timeoutMs = 10_000): Promise<void> {
+    if (!this.capabilities.has("quiesce") || this.failed) return Promise.resolve();
+    const id = this.nextQuiesceId++;
+    return new Promise<void>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.quiesceWaiters.delete(id);
+        reject(
+          new AgentError(ErrorCodes.AGENT_HUNG, `agent did not quiesce within ${timeoutMs} ms`),
+        );
+      }, timeoutMs);
+      this.quiesceWaiters.set(id, () => {
+        this.clock.clearTimeout(timer);
+        resolve();
+      });
+      this.write({ type: "quiesce", id });
+    });
+  }
+
   /** Fails the connection from outside (the agent exited, or its owner stopped it). */
   close(error: ClawfleetError): void {
     this.fail(error);
@@ -259,7 +285,12 @@ export class AgentConnection {
     switch (msg.type) {
       case "ready":
         this.isReady = true;
+        this.capabilities = new Set(msg.capabilities);
         for (const w of this.readyWaiters.splice(0)) w.resolve();
+        return;
+      case "quiesced":
+        this.quiesceWaiters.get(msg.id)?.();
+        this.quiesceWaiters.delete(msg.id);
         return;
       case "heartbeat":
         return;

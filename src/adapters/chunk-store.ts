@@ -20,7 +20,7 @@
  * record's stream sequence (`Nats-Expected-Last-Subject-Sequence` on the
  * publish; delete-by-sequence for the delete), so when they race exactly one
  * wins: a touch that loses finds the object gone and uploads it again; a delete
- * that loses leaves the object alone. The argument is in snapshot-store.ts.
+ * that loses leaves the object alone. The argument is in snapshot-gc.ts.
  */
 import { createHash } from "node:crypto";
 import { promisify } from "node:util";

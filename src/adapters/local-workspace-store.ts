@@ -14,7 +14,7 @@ export interface WorkspaceStore {
   /** Replaces the contents of `dir` with the session's saved files (empty for a new session). */
   restore(tenant: string, session: string, dir: string): Promise<void>;
   /** Saves the contents of `dir` as the session's files; resolves with the new version, if versioned. */
-  save(tenant: string, session: string, dir: string): Promise<number | undefined | void>;
+  save(tenant: string, session: string, dir: string): Promise<number | undefined>;
   /**
    * Whether `dir` still holds the session's latest files (nobody saved or restored a
    * newer version since this process put them there), so a warm container may skip
@@ -66,7 +66,7 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     return true;
   }
 
-  async save(tenant: string, session: string, dir: string): Promise<void> {
+  async save(tenant: string, session: string, dir: string): Promise<undefined> {
     const final = this.sessionDir(tenant, session);
     const parent = path.dirname(final);
     const tag = randomBytes(6).toString("hex");

@@ -55,6 +55,11 @@ export interface ContainerHandle {
   readonly alive: boolean;
   /** Called once if the agent or container dies on its own (crash, hang, kill). */
   onExit(listener: (info: ExitInfo) => void): () => void;
+  /**
+   * Asks the agent to make the workspace safe to copy (e.g. checkpoint SQLite's
+   * WAL) and waits until it has. Absent or a no-op for agents that cannot.
+   */
+  quiesce?(): Promise<void>;
   /** The last lines the agent wrote to stderr and log messages, oldest first. */
   logTail(): string[];
   /** Stops the agent and releases the container; idempotent. */

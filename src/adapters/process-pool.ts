@@ -243,6 +243,10 @@ export class ProcessContainer implements ContainerHandle {
     return () => this.exitListeners.delete(listener);
   }
 
+  quiesce(): Promise<void> {
+    return this.conn.quiesce();
+  }
+
   logTail(): string[] {
     return this.conn.logTail();
   }

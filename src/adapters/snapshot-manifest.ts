@@ -21,7 +21,7 @@ import {
   lexicalSymlinkTarget,
   SnapshotErrorCodes,
   type SnapshotLimits,
-} from "./workspace-scan.js";
+} from "./workspace-rules.js";
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
@@ -81,7 +81,7 @@ export const VersionEntrySchema = z.object({
   uploadedChunks: z.number().int().min(0),
   /** Chunks already in the store (including repeats within the workspace). */
   reusedChunks: z.number().int().min(0),
-  /** Reused chunks whose lease had to be renewed (see the GC notes in snapshot-store.ts). */
+  /** Reused chunks whose lease had to be renewed (see the GC notes in snapshot-gc.ts). */
   refreshedChunks: z.number().int().min(0),
   /** A turn succeeded after this version was taken (it is a safe point to go back to). */
   knownGood: z.boolean(),

@@ -16,11 +16,13 @@
  * The count is taken when the turn starts (before step 1); a script the parser
  * rejects never starts and is not counted, one whose op fails later is.
  */
+
 import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
+import type Database from "better-sqlite3";
 import { z } from "zod";
 import { ClawfleetError, ErrorCodes, TerminalError, toErrorInfo } from "../errors.js";
 import {
@@ -57,6 +59,33 @@ function diag(msg: string): void {
 
 function canceled(): TerminalError {
   return new TerminalError(ErrorCodes.CANCELED, "turn canceled by the host");
+}
+
+/** SQLite databases the current turn holds open (better-sqlite3, loaded on first use). */
+class OpenDatabases {
+  private readonly open_ = new Map<string, Database.Database>();
+  private driver: typeof Database | undefined;
+
+  async open(file: string): Promise<Database.Database> {
+    let db = this.open_.get(file);
+    if (!db) {
+      this.driver ??= (await import("better-sqlite3")).default;
+      db = new this.driver(file);
+      db.pragma("journal_mode = WAL");
+      this.open_.set(file, db);
+    }
+    return db;
+  }
+
+  /** Moves every WAL's content into its database file, so the file alone is complete. */
+  checkpoint(): void {
+    for (const db of this.open_.values()) db.pragma("wal_checkpoint(TRUNCATE)");
+  }
+
+  closeAll(): void {
+    for (const db of this.open_.values()) db.close();
+    this.open_.clear();
+  }
 }
 
 /** One turn in flight: its cancel switch, the ack it waits for, the memory it holds. */
@@ -104,6 +133,7 @@ class RunningTurn {
 
 class ScriptedAgent {
   private current: RunningTurn | undefined;
+  private readonly databases = new OpenDatabases();
   private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
@@ -112,7 +142,7 @@ class ScriptedAgent {
   ) {}
 
   start(): void {
-    send({ type: "ready", agent: "scripted" });
+    send({ type: "ready", agent: "scripted", capabilities: ["quiesce"] });
     this.heartbeat = setInterval(() => send({ type: "heartbeat" }), this.heartbeatMs);
     const lines = createInterface({ input: process.stdin, crlfDelay: Number.POSITIVE_INFINITY });
     lines.on("line", (line) => this.onLine(line));
@@ -132,7 +162,11 @@ class ScriptedAgent {
     }
     if (msg.type === "ack") this.current?.ack(msg.step);
     else if (msg.type === "cancel") this.current?.controller.abort();
-    else if (this.current !== undefined) {
+    else if (msg.type === "quiesce") {
+      // Only ever asked while we wait (for an ack, or for the next turn): nothing is mid-write.
+      this.databases.checkpoint();
+      send({ type: "quiesced", id: msg.id });
+    } else if (this.current !== undefined) {
       send({
         type: "error",
         taskId: msg.taskId,
@@ -148,8 +182,11 @@ class ScriptedAgent {
     try {
       const output = await this.runTurn(run);
       run.throwIfCanceled();
+      // Closed before answering: the host snapshots the workspace as soon as it has the result.
+      this.databases.closeAll();
       send({ type: "result", taskId, output });
     } catch (err) {
+      this.databases.closeAll();
       const retryable = err instanceof ClawfleetError ? err.retryable : true;
       if (!(err instanceof ClawfleetError)) diag(`turn ${taskId} failed: ${String(err)}`);
       send({ type: "error", taskId, error: toErrorInfo(err), retryable });
@@ -225,6 +262,16 @@ class ScriptedAgent {
           return op.text;
         case "behavior":
           return run.turn.behavior[op.name] ?? "";
+        case "sqlite": {
+          const file = await resolveWorkspacePath(this.workspace, op.db);
+          await mkdir(path.dirname(file), { recursive: true });
+          const db = await this.databases.open(file);
+          if (op.exec !== undefined) {
+            db.exec(op.exec);
+            return null;
+          }
+          return db.prepare(op.query!).all();
+        }
       }
     } catch (err) {
       if (err instanceof ClawfleetError) throw err;

@@ -49,6 +49,22 @@ const AllocOpSchema = z.strictObject({
   mb: z.number().int().min(1).max(16_384),
 });
 const ReplyOpSchema = z.strictObject({ op: z.literal("reply"), text: z.string() });
+/**
+ * Runs SQL on a SQLite database in the workspace (WAL mode; opened on first use
+ * and held open until the turn ends, like a real agent's state database).
+ * `query` rows become the step's output.
+ */
+const SqliteOpSchema = z
+  .strictObject({
+    op: z.literal("sqlite"),
+    db: PathField,
+    exec: z.string().optional(),
+    query: z.string().optional(),
+  })
+  .refine(
+    (o) => (o.exec === undefined) !== (o.query === undefined),
+    "give exactly one of exec or query",
+  );
 /** Replies with the text of one of the turn's behaviour files (empty if it has none by that name). */
 const BehaviorOpSchema = z.strictObject({
   op: z.literal("behavior"),
@@ -64,6 +80,7 @@ const OP_SCHEMAS = {
   alloc: AllocOpSchema,
   reply: ReplyOpSchema,
   behavior: BehaviorOpSchema,
+  sqlite: SqliteOpSchema,
 } as const;
 
 /** Names of the ops a script may use. */
@@ -82,6 +99,7 @@ export const ScriptOpSchema = z.discriminatedUnion("op", [
   AllocOpSchema,
   ReplyOpSchema,
   BehaviorOpSchema,
+  SqliteOpSchema,
 ]);
 
 /** One validated op of a script. */

@@ -32,10 +32,22 @@ export const AckMessageSchema = z.object({
 /** Host → agent: stop the current turn now. */
 export const CancelMessageSchema = z.object({ type: z.literal("cancel") });
 
+/**
+ * Host → agent: make the workspace safe to copy (e.g. checkpoint SQLite's WAL into
+ * the database file), then answer `quiesced` with the same id. Sent only to agents
+ * that announced the `quiesce` capability, and only while they wait (for an ack,
+ * or between turns).
+ */
+export const QuiesceMessageSchema = z.object({
+  type: z.literal("quiesce"),
+  id: z.number().int().nonnegative(),
+});
+
 export const HostMessageSchema = z.discriminatedUnion("type", [
   TurnMessageSchema,
   AckMessageSchema,
   CancelMessageSchema,
+  QuiesceMessageSchema,
 ]);
 export type HostMessage = z.input<typeof HostMessageSchema>;
 
@@ -43,6 +55,14 @@ export type HostMessage = z.input<typeof HostMessageSchema>;
 export const ReadyMessageSchema = z.object({
   type: z.literal("ready"),
   agent: z.string().optional(),
+  /** Optional protocol features the agent supports, e.g. `quiesce`. */
+  capabilities: z.array(z.string()).default([]),
+});
+
+/** Agent → host: the workspace is safe to copy (answers `quiesce`). */
+export const QuiescedMessageSchema = z.object({
+  type: z.literal("quiesced"),
+  id: z.number().int().nonnegative(),
 });
 
 /** Agent → host: checkpoint of step `step` (1-based); the agent waits for its ack. */
@@ -85,6 +105,7 @@ export const ErrorMessageSchema = z.object({
 
 export const AgentMessageSchema = z.discriminatedUnion("type", [
   ReadyMessageSchema,
+  QuiescedMessageSchema,
   StepMessageSchema,
   EffectMessageSchema,
   LogMessageSchema,

@@ -17,7 +17,7 @@ import { type PoolContext, poolMachine, poolStates, refuseStart } from "../actor
 import type { FleetNats } from "../adapters/fleet-nats.js";
 import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
 import { ObjectWorkspaceStore } from "../adapters/object-workspace-store.js";
-import type { PoolAdapter } from "../adapters/pool-adapter.js";
+import type { ContainerHandle, PoolAdapter } from "../adapters/pool-adapter.js";
 import { SnapshotStore, SQLITE_LIVE_FILES } from "../adapters/snapshot-store.js";
 import { type Clock, every, isoNow, systemClock } from "../clock.js";
 import { toErrorInfo } from "../errors.js";
@@ -59,6 +59,8 @@ export class FleetNode {
   private readonly clock: Clock;
   private readonly log: Logger;
   private store!: WorkspaceStore;
+  /** Running containers by workspace directory: whom to ask to quiesce before a snapshot. */
+  private readonly handlesByDir = new Map<string, ContainerHandle>();
   private readonly containersDir: string;
 
   private constructor(
@@ -108,8 +110,9 @@ export class FleetNode {
       this.clock,
     );
     return new ObjectWorkspaceStore(snapshots, {
-      // The scripted agent keeps no database open; runtimes that do name their live files here.
+      // SQLite's live side files are never copied; the agent folds its WAL in first.
       exclude: SQLITE_LIVE_FILES,
+      quiesce: async (dir) => this.handlesByDir.get(dir)?.quiesce?.(),
       keepLast: this.options.snapshotKeepLast,
     });
   }
@@ -123,6 +126,7 @@ export class FleetNode {
               const workspaceDir = path.join(this.containersDir, input.id);
               await mkdir(workspaceDir, { recursive: true });
               const handle = await this.deps.adapter.start({ id: input.id, profile, workspaceDir });
+              this.handlesByDir.set(handle.workspaceDir, handle);
               // Stopped while starting: nobody else will ever stop this handle.
               if (signal.aborted) {
                 await handle.stop();
@@ -135,6 +139,7 @@ export class FleetNode {
             ),
             stopContainer: fromPromise(async ({ input }) => {
               await input?.stop();
+              if (input) this.handlesByDir.delete(input.workspaceDir);
               if (input) await rm(input.workspaceDir, { recursive: true, force: true });
             }),
           },

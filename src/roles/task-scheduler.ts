@@ -17,6 +17,7 @@ import {
 } from "../actors/task-machine.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
 import { isCasConflict, retryTransient } from "../adapters/nats-retry.js";
+import { SnapshotStore } from "../adapters/snapshot-store.js";
 import { TaskLease, taskLeaseKey } from "../adapters/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { NotFoundError, toErrorInfo } from "../errors.js";
@@ -56,6 +57,8 @@ export class TaskScheduler {
   private readonly sessions = new Map<string, string[]>();
   private readonly liveness: LivenessMonitor;
   private readonly placements: Record<string, number> = {};
+  private snapshots: SnapshotStore | null = null;
+  private gcRunning = false;
   private readonly claims = new PlacementClaims();
   private readonly stoppers: Array<() => void> = [];
   private readonly subs: Subscription[] = [];
@@ -123,6 +126,9 @@ export class TaskScheduler {
     this.consumers.push(events);
     void this.drain(events, (m) => this.applyEvent(m));
     this.stoppers.push(every(this.clock, INTAKE_ACK_WAIT_MS / 3, () => this.keepAlive()));
+    this.stoppers.push(
+      every(this.clock, this.options.snapshotGcIntervalMs, () => void this.collectGarbage()),
+    );
   }
 
   /** Stops this term's work; records stay as they are for the next leader. */
@@ -324,6 +330,25 @@ export class TaskScheduler {
       if (queue.length === 0) this.sessions.delete(t.sessionKey);
     }
     this.schedule();
+  }
+
+  /** The leader sweeps snapshot chunks no version references (one sweep at a time). */
+  private async collectGarbage(): Promise<void> {
+    if (this.gcRunning) return;
+    this.gcRunning = true;
+    try {
+      this.snapshots ??= await SnapshotStore.open(
+        this.nats.nc,
+        { prefix: this.options.prefix },
+        this.clock,
+      );
+      const report = await this.snapshots.gc();
+      this.log.info({ ...report }, "snapshot garbage collected");
+    } catch (err) {
+      this.log.warn({ err: toErrorInfo(err) }, "snapshot garbage collection failed");
+    } finally {
+      this.gcRunning = false;
+    }
   }
 
   /** Publishes a line of the task's timeline; losing one is logged, never fatal. */
