@@ -98,6 +98,8 @@ export interface FleetOptions {
   retryBackoffMs?: number;
   /** Snapshot versions kept per session (plus the newest known-good one). Default 50. */
   snapshotKeepLast?: number;
+  /** How often a running turn's workspace is synced to the store (0: never). Default 3000 ms. */
+  syncIntervalMs?: number;
   /** How often the leading orchestrator garbage-collects snapshot chunks. Default 600 000 ms. */
   snapshotGcIntervalMs?: number;
   /** Limits on a session's workspace, checked on every snapshot and restore. */
@@ -173,6 +175,7 @@ const FleetOptionsSchema = z.strictObject({
       maxFiles: z.number().int().positive().optional(),
     })
     .optional(),
+  syncIntervalMs: z.number().int().min(0).default(3000),
   snapshotGcIntervalMs: z.number().int().min(1000).default(600_000),
   snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z

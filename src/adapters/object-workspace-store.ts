@@ -48,7 +48,9 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
 
   async restore(tenant: string, session: string, dir: string): Promise<void> {
     try {
-      const info = await this.snapshots.restore(tenant, session, dir);
+      // The restore point is the last version a turn succeeded on: syncs taken during a
+      // turn that then failed are kept for a person to go back to, never restored by themselves.
+      const info = await this.snapshots.restore(tenant, session, dir, { knownGood: true });
       this.lineage.set(dir, { tenant, session, version: info.version });
     } catch (err) {
       if (!(err instanceof ClawfleetError && err.code === SnapshotErrorCodes.SNAPSHOT_NOT_FOUND))
@@ -66,8 +68,27 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
     const held = this.lineage.get(dir);
     if (!held || held.tenant !== tenant || held.session !== session) return false;
     // Someone may have saved or restored a newer version elsewhere since (another node, `restore`).
-    const latest = await this.snapshots.latest(tenant, session);
+    const latest = await this.snapshots.latest(tenant, session, { knownGood: true });
     return latest?.version === held.version;
+  }
+
+  /**
+   * Background sync: the workspace as it is now, mid-turn, as a version that is
+   * not known-good (no quiesce: the agent is busy). A sync killed half-way leaves
+   * every committed version as it was. Syncs give point-in-time recovery of work
+   * in progress; turns restore only from known-good versions.
+   */
+  async sync(tenant: string, session: string, dir: string): Promise<number> {
+    const from = this.lineage.get(dir);
+    const info = await this.snapshots.snapshot(tenant, session, dir, {
+      ...(this.options.exclude ? { exclude: this.options.exclude } : {}),
+      reason: "sync",
+      knownGood: false,
+      ...(from && from.tenant === tenant && from.session === session
+        ? { parent: from.version }
+        : {}),
+    });
+    return info.version;
   }
 
   /** {@link save}, resolving with the version written. */

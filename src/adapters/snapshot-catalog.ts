@@ -42,11 +42,12 @@ export class SnapshotCatalog {
     private readonly chunks: ChunkStore,
   ) {}
 
-  /** The session's latest version, or null. */
-  async latest(tenant: string, session: string): Promise<VersionInfo | null> {
+  /** The session's latest version (the latest known-good one with `knownGood`), or null. */
+  async latest(tenant: string, session: string, knownGood = false): Promise<VersionInfo | null> {
+    // Newest first: usually the first entry read answers, or one behind a few syncs.
     for (const n of (await this.versionNumbers(tenant, session)).reverse()) {
       const e = await this.getEntry(versionKey(tenant, session, n));
-      if (e) return e.info;
+      if (e && (!knownGood || e.info.knownGood)) return e.info;
     }
     return null;
   }

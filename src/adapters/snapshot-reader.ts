@@ -80,10 +80,15 @@ export class SnapshotReader {
       if (!e) throw notFound(`${tenant}/${session} has no version ${select.version}`);
       return e.info;
     }
-    if (select.at === undefined && !select.knownGood) {
+    if (select.at === undefined) {
       // Guarded as `latest`: failures read as they did when this called SnapshotStore.latest.
-      const latest = await guard("latest", () => this.catalog.latest(tenant, session));
-      if (!latest) throw notFound(`${tenant}/${session} has no snapshot`);
+      const latest = await guard("latest", () =>
+        this.catalog.latest(tenant, session, !!select.knownGood),
+      );
+      if (!latest)
+        throw notFound(
+          `${tenant}/${session} has no ${select.knownGood ? "known-good " : ""}snapshot`,
+        );
       return latest;
     }
     const at = select.at?.getTime();

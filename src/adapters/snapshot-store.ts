@@ -159,9 +159,13 @@ export class SnapshotStore {
   }
 
   /** The session's latest version, or null. */
-  async latest(tenant: string, session: string): Promise<VersionInfo | null> {
+  async latest(
+    tenant: string,
+    session: string,
+    options: { knownGood?: boolean } = {},
+  ): Promise<VersionInfo | null> {
     checkIds(tenant, session);
-    return guard("latest", () => this.catalog.latest(tenant, session));
+    return guard("latest", () => this.catalog.latest(tenant, session, options.knownGood ?? false));
   }
 
   /** Marks a version known-good (a turn succeeded after it). */

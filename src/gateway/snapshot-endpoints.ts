@@ -78,7 +78,8 @@ export function snapshotEndpoints(
           exclude: SQLITE_LIVE_FILES,
           reason: `restore of version ${from.version}`,
           parent: from.version,
-          knownGood: from.knownGood,
+          // Going back is a person's decision: the result is where turns go on from.
+          knownGood: true,
         });
         return { from: view(from), version: view(restored) };
       } finally {

@@ -39,7 +39,10 @@ export class TurnRunner {
   constructor(
     private readonly nats: FleetNats,
     private readonly nodeId: string,
-    private readonly options: Pick<ResolvedFleetOptions, "leaseRenewMs" | "leaseTtlMs">,
+    private readonly options: Pick<
+      ResolvedFleetOptions,
+      "leaseRenewMs" | "leaseTtlMs" | "syncIntervalMs"
+    >,
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
@@ -122,21 +125,24 @@ export class TurnRunner {
         },
         onLog: (l) => log.debug({ agent: l.level }, l.msg),
       };
-      const output = await handle.runTurn(
-        {
-          type: "turn",
-          taskId,
-          attempt,
-          tenant,
-          session,
-          input: task.input,
-          behavior: behavior.files,
-          resumeAfter,
-          steps: checkpoints.steps.slice(0, resumeAfter).map((s) => s.output),
-        },
-        hooks,
-        { timeoutMs: task.timeoutMs ?? profile.turnTimeoutMs, signal },
-      );
+      const syncing = this.syncWhileRunning(store, tenant, session, handle.workspaceDir, log);
+      const output = await handle
+        .runTurn(
+          {
+            type: "turn",
+            taskId,
+            attempt,
+            tenant,
+            session,
+            input: task.input,
+            behavior: behavior.files,
+            resumeAfter,
+            steps: checkpoints.steps.slice(0, resumeAfter).map((s) => s.output),
+          },
+          hooks,
+          { timeoutMs: task.timeoutMs ?? profile.turnTimeoutMs, signal },
+        )
+        .finally(() => syncing.stop());
       // Still ours? A holder that lost its lease must not overwrite the session's files.
       await this.retry(() => lease!.renew());
       const version =
@@ -168,6 +174,37 @@ export class TurnRunner {
       stopRenewing();
       await lease?.release();
     }
+  }
+
+  /**
+   * Syncs the workspace every `syncIntervalMs` while a turn runs (one sync at a time;
+   * a failed sync is logged and the next one tries again). `stop` waits for the sync
+   * in flight, so the turn's own version is always the newer one.
+   */
+  private syncWhileRunning(
+    store: WorkspaceStore,
+    tenant: string,
+    session: string,
+    dir: string,
+    log: Logger,
+  ) {
+    if (!store.sync || this.options.syncIntervalMs <= 0) return { stop: async () => {} };
+    let inFlight: Promise<unknown> | null = null;
+    const stopTicker = every(this.clock, this.options.syncIntervalMs, () => {
+      if (inFlight) return;
+      inFlight = store.sync!(tenant, session, dir)
+        .then((version) => log.debug({ version }, "workspace synced"))
+        .catch((err) => log.info({ err: toErrorInfo(err) }, "workspace sync skipped"))
+        .finally(() => {
+          inFlight = null;
+        });
+    });
+    return {
+      stop: async () => {
+        stopTicker();
+        await inFlight;
+      },
+    };
   }
 
   /** Records where the session was served and which version it is at (best effort: it is a hint). */

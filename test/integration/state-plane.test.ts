@@ -104,3 +104,53 @@ describe("the state plane", () => {
     expect(bad).toBe("SNAPSHOT_NOT_FOUND");
   });
 });
+
+describe("background sync", () => {
+  let fleet: TestFleet;
+
+  beforeAll(async () => {
+    fleet = await TestFleet.start({ pools: [{ minIdle: 1, max: 1 }], syncIntervalMs: 100 });
+  });
+  afterAll(async () => {
+    await fleet?.[Symbol.asyncDispose]();
+  });
+
+  it("syncs a running turn's files, while turns go on only from known-good versions", async () => {
+    expect((await fleet.client.run({ session: "sync", input: "hello" })).output).toBe(
+      "turn 1: hello",
+    );
+    const failed = await fleet.client.run({
+      session: "sync",
+      input: script(
+        { op: "write", path: "notes.txt", text: "draft" },
+        { op: "sleep", ms: 600 },
+        { op: "read", path: "gone.txt" },
+      ),
+    });
+    expect(failed).toMatchObject({ status: "failed", error: { code: "SCRIPT_FAILED" } });
+    const { versions } = await fleet.client.request<{ versions: VersionView[] }>("snapshots", {
+      session: "sync",
+    });
+    // Syncs of the failed turn: after the first turn's known-good version, not known-good themselves.
+    const good = versions.find((v) => v.knownGood)!;
+    const syncs = versions.filter((v) => v.reason === "sync" && v.version > good.version);
+    expect(syncs.length).toBeGreaterThan(0);
+    expect(syncs.map((v) => [v.knownGood, v.parent])).toEqual(
+      syncs.map(() => [false, good.version]),
+    );
+    expect(versions.filter((v) => v.knownGood)).toEqual([good]);
+
+    // The failed turn's work is kept, but the next turn starts from the last good version.
+    expect((await fleet.client.run({ session: "sync", input: "next" })).output).toBe(
+      "turn 2: next",
+    );
+    // A person can still go back to the synced work in progress: its turn counter came along.
+    const last = syncs.at(-1)!;
+    await fleet.client.request("restore", { session: "sync", version: last.version });
+    const after = await fleet.client.run({
+      session: "sync",
+      input: script({ op: "read", path: "notes.txt" }, { op: "reply", text: "found" }),
+    });
+    expect(after).toMatchObject({ status: "succeeded", output: "found" });
+  });
+});
