@@ -98,6 +98,8 @@ export interface FleetOptions {
   retryBackoffMs?: number;
   /** Snapshot versions kept per session (plus the newest known-good one). Default 50. */
   snapshotKeepLast?: number;
+  /** The healing ladder's restart intensity (see src/supervisor/session-supervisor.ts). */
+  healing?: { recreateMax?: number; repairMax?: number; windowMs?: number };
   /** How often a running turn's workspace is synced to the store (0: never). Default 3000 ms. */
   syncIntervalMs?: number;
   /** How often the leading orchestrator garbage-collects snapshot chunks. Default 600 000 ms. */
@@ -176,6 +178,13 @@ const FleetOptionsSchema = z.strictObject({
     })
     .optional(),
   syncIntervalMs: z.number().int().min(0).default(3000),
+  healing: z
+    .strictObject({
+      recreateMax: z.number().int().min(0).default(2),
+      repairMax: z.number().int().min(0).default(1),
+      windowMs: z.number().int().min(1).default(300_000),
+    })
+    .default({ recreateMax: 2, repairMax: 1, windowMs: 300_000 }),
   snapshotGcIntervalMs: z.number().int().min(1000).default(600_000),
   snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z

@@ -56,6 +56,7 @@ export type TaskEvent =
   | { type: "FAILED"; attempt: number; error: ErrorInfo; retryable: boolean; at: string }
   | { type: "NODE_LOST"; node: string }
   | { type: "LEASE_LOST"; attempt: number }
+  | { type: "QUARANTINE"; reason: string }
   | { type: "CANCEL" };
 
 /** A line of the task's timeline, as the orchestrator sees it. */
@@ -166,6 +167,16 @@ export const taskMachine = setup({
       return { lastError: error, record: endAttempt(context.record, "lost", at, error) };
     }),
     timeline: emit((_, entry: TimelineEntry) => ({ type: "timeline" as const, entry })),
+    quarantine: assign(({ context, event }) => ({
+      record: {
+        ...context.record,
+        finishedAt: context.now(),
+        error: {
+          code: "SESSION_QUARANTINED",
+          message: event.type === "QUARANTINE" ? event.reason : "the session is quarantined",
+        },
+      },
+    })),
   },
   delays: { backoff: ({ context }) => backoffDelay(context) },
 }).createMachine({
@@ -191,6 +202,7 @@ export const taskMachine = setup({
           actions: assign({ placement: ({ event }) => event.placement }),
         },
         CANCEL: "canceled",
+        QUARANTINE: { target: "failed", actions: "quarantine" },
       },
     },
     placing: {
@@ -377,7 +389,7 @@ export const taskMachine = setup({
         },
       ],
       after: { backoff: "queued" },
-      on: { CANCEL: "canceled" },
+      on: { CANCEL: "canceled", QUARANTINE: { target: "failed", actions: "quarantine" } },
     },
     succeeded: {
       type: "final",

@@ -46,6 +46,7 @@ export interface FleetNats {
     readonly outbox: KV;
     readonly behaviors: KV;
     readonly sessions: KV;
+    readonly alerts: KV;
   };
   /** Drains and closes the connection. */
   close(): Promise<void>;
@@ -79,34 +80,45 @@ export async function connectFleet(
   const js = jetstream(nc);
   await provisionSnapshotBuckets(nc, { prefix: subjects.prefix });
   const kvm = new Kvm(js);
-  const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions] = await Promise.all([
-    kvm.create(subjects.buckets.tasks, { history: 1, ttl: retentionMs, storage: StorageType.File }),
-    // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
-    kvm.create(subjects.buckets.nodes, { history: 1, ttl: 10 * 60_000, storage: StorageType.File }),
-    kvm.create(subjects.buckets.leases, { history: 1, storage: StorageType.File }),
-    kvm.create(subjects.buckets.checkpoints, {
-      history: 1,
-      ttl: retentionMs,
-      storage: StorageType.File,
-    }),
-    kvm.create(subjects.buckets.outbox, {
-      history: 1,
-      ttl: retentionMs,
-      storage: StorageType.File,
-    }),
-    kvm.create(subjects.buckets.behaviors, { history: 64, storage: StorageType.File }),
-    kvm.create(subjects.buckets.sessions, {
-      history: 1,
-      ttl: retentionMs,
-      storage: StorageType.File,
-    }),
-  ]);
+  const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts] =
+    await Promise.all([
+      kvm.create(subjects.buckets.tasks, {
+        history: 1,
+        ttl: retentionMs,
+        storage: StorageType.File,
+      }),
+      // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
+      kvm.create(subjects.buckets.nodes, {
+        history: 1,
+        ttl: 10 * 60_000,
+        storage: StorageType.File,
+      }),
+      kvm.create(subjects.buckets.leases, { history: 1, storage: StorageType.File }),
+      kvm.create(subjects.buckets.checkpoints, {
+        history: 1,
+        ttl: retentionMs,
+        storage: StorageType.File,
+      }),
+      kvm.create(subjects.buckets.outbox, {
+        history: 1,
+        ttl: retentionMs,
+        storage: StorageType.File,
+      }),
+      kvm.create(subjects.buckets.behaviors, { history: 64, storage: StorageType.File }),
+      kvm.create(subjects.buckets.sessions, {
+        history: 1,
+        ttl: retentionMs,
+        storage: StorageType.File,
+      }),
+      // Post-mortems and quarantines: no TTL, a quarantine lasts until someone releases it.
+      kvm.create(subjects.buckets.alerts, { history: 1, storage: StorageType.File }),
+    ]);
   return {
     nc,
     js,
     jsm,
     subjects,
-    kv: { tasks, nodes, leases, checkpoints, outbox, behaviors, sessions },
+    kv: { tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts },
     async close() {
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
     },

@@ -11,6 +11,7 @@ import { registerImageCommands } from "./image-commands.js";
 import { registerRoleCommands } from "./role-commands.js";
 import { registerSimCommand } from "./sim-command.js";
 import { registerStateCommands } from "./state-commands.js";
+import { registerSupervisionCommands } from "./supervision-commands.js";
 import { registerTaskCommands } from "./task-commands.js";
 
 /** Builds the command tree. */
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerImageCommands(program);
   registerSimCommand(program);
   registerStateCommands(program);
+  registerSupervisionCommands(program);
   return program;
 }
 

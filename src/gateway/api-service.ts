@@ -29,6 +29,7 @@ import {
 import { behaviorEndpoints } from "./behavior-endpoints.js";
 import { readFleetStatus } from "./fleet-status.js";
 import { snapshotEndpoints } from "./snapshot-endpoints.js";
+import { supervisionEndpoints } from "./supervision-endpoints.js";
 import { TaskSubmitter } from "./task-submitter.js";
 import { readTimeline } from "./task-timeline.js";
 
@@ -120,6 +121,7 @@ export class ApiService {
       status: async () => readFleetStatus(nats, options, clock),
       ...behaviorEndpoints(nats, clock, parse),
       ...snapshotEndpoints(nats, clock, parse),
+      ...supervisionEndpoints(nats, parse),
     };
 
     const service = await new Svcm(nats.nc).add({

@@ -81,6 +81,8 @@ export const DispatchRequestSchema = z.object({
   rung: RungSchema,
   pool: z.string(),
   container: z.string().optional(),
+  /** Healing tier 3: start the turn over from the last known-good version, dropping checkpoints. */
+  repair: z.boolean().optional(),
 });
 export type DispatchRequest = z.infer<typeof DispatchRequestSchema>;
 
@@ -119,6 +121,8 @@ export const TaskEventSchema = z.object({
   error: ErrorInfoSchema.optional(),
   retryable: z.boolean().optional(),
   message: z.string().optional(),
+  /** On `failed`: the agent's last log lines, for a post-mortem. */
+  logTail: z.array(z.string()).optional(),
   /** On `started`: the hash of the behaviour files the turn runs with. */
   behavior: z.string().optional(),
 });

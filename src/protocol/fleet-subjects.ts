@@ -26,6 +26,8 @@ export interface FleetSubjects {
   readonly effectsWildcard: string;
   /** Commands to one node: `<prefix>.node.<node>.<verb>`. */
   node(nodeId: string, verb: "dispatch" | "cancel"): string;
+  /** Critical alerts with post-mortems: `<prefix>.alerts.critical`. */
+  readonly alertsCritical: string;
   /** Requests to the leading orchestrator: `<prefix>.ctl.<verb>`. */
   ctl(verb: "cancel" | "status"): string;
   readonly streams: {
@@ -42,6 +44,7 @@ export interface FleetSubjects {
     readonly outbox: string;
     readonly behaviors: string;
     readonly sessions: string;
+    readonly alerts: string;
   };
   /** Durable consumer names of the orchestrator. */
   readonly consumers: { readonly tasks: string; readonly events: string };
@@ -71,6 +74,7 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
     effectsWildcard: `${prefix}.effects.>`,
     node: (nodeId, verb) => `${prefix}.node.${nodeId}.${verb}`,
     ctl: (verb) => `${prefix}.ctl.${verb}`,
+    alertsCritical: `${prefix}.alerts.critical`,
     streams: {
       tasks: `${upper}_TASKS`,
       events: `${upper}_EVENTS`,
@@ -85,6 +89,7 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
       outbox: `${lower}_outbox`,
       behaviors: `${lower}_behaviors`,
       sessions: `${lower}_sessions`,
+      alerts: `${lower}_alerts`,
     },
     consumers: { tasks: "orchestrator", events: "orchestrator-events" },
   };

@@ -20,7 +20,7 @@ import { isCasConflict, retryTransient } from "../adapters/nats-retry.js";
 import { SnapshotStore } from "../adapters/snapshot-store.js";
 import { TaskLease, taskLeaseKey } from "../adapters/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
-import { NotFoundError, toErrorInfo } from "../errors.js";
+import { type ErrorInfo, NotFoundError, toErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import { isTerminal, type TaskRecord, TaskRecordSchema } from "../protocol/api-schemas.js";
@@ -34,6 +34,7 @@ import {
   TaskEventSchema,
   type TimelineEvent,
 } from "../protocol/fleet-messages.js";
+import { Healer } from "../supervisor/healer.js";
 import { INTAKE_ACK_WAIT_MS, openEvents, openIntake } from "./durable-consumers.js";
 import { LivenessMonitor, type RunningAttempt } from "./liveness-monitor.js";
 import { PlacementClaims } from "./placement-claims.js";
@@ -48,6 +49,12 @@ interface OpenTask {
   writing: Promise<void>;
   /** When this term saw the current attempt start running (for lease expiry). */
   runningSince: number;
+  /** The healing ladder is deciding about the last lost attempt: do not place meanwhile. */
+  healing: boolean;
+  /** Healing tier 3 asked that the next attempt start over from the last known-good version. */
+  repair: boolean;
+  /** The agent's last log lines from the last failed attempt. */
+  logTail: string[];
   readonly done: Promise<TaskRecord>;
 }
 
@@ -56,6 +63,7 @@ export class TaskScheduler {
   private readonly tasks = new Map<string, OpenTask>();
   private readonly sessions = new Map<string, string[]>();
   private readonly liveness: LivenessMonitor;
+  private readonly healer: Healer;
   private readonly placements: Record<string, number> = {};
   private snapshots: SnapshotStore | null = null;
   private gcRunning = false;
@@ -76,6 +84,7 @@ export class TaskScheduler {
     private readonly log: Logger,
   ) {
     this.leadingSince = clock.now();
+    this.healer = new Healer(nats, options, clock, log);
     this.liveness = new LivenessMonitor(nats, options, clock, log, {
       nodeSeen: (hb) => {
         this.claims.observe(hb);
@@ -117,6 +126,11 @@ export class TaskScheduler {
         callback: (_e, m) => this.onStatus(m),
       }),
     );
+    await this.healer.start((tenant, session, on) => {
+      if (on) this.quarantineOpen(`${tenant}/${session}`);
+      this.schedule();
+    });
+    this.stoppers.push(() => this.healer.stop());
     await this.liveness.start();
     this.stoppers.push(() => this.liveness.stop());
     const intake = await openIntake(this.nats);
@@ -229,6 +243,9 @@ export class TaskScheduler {
       written: JSON.stringify(record),
       writing: Promise.resolve(),
       runningSince: this.clock.now(),
+      healing: false,
+      repair: false,
+      logTail: [],
       done,
     };
     this.tasks.set(record.taskId, t);
@@ -238,6 +255,10 @@ export class TaskScheduler {
     queue.splice(i, 0, record.taskId);
     this.sessions.set(sessionKey, queue);
 
+    actor.on("timeline", (e) => {
+      if (e.entry.type === "requeued") this.heal(t, e.entry.attempt, e.entry.error);
+      else if (e.entry.type === "succeeded") this.healer.healthy(record.tenant, record.session);
+    });
     actor.on("timeline", (e) => {
       if (e.entry.type === "placed" && e.entry.rung) {
         this.placements[e.entry.rung] = (this.placements[e.entry.rung] ?? 0) + 1;
@@ -281,6 +302,7 @@ export class TaskScheduler {
       this.schedule();
     });
     actor.start();
+    if (this.healer.isQuarantined(record.tenant, record.session)) this.quarantineOpen(sessionKey);
   }
 
   /** Writes the record if it changed, in order, by compare-and-set on its revision. */
@@ -382,7 +404,7 @@ export class TaskScheduler {
     const heads: OpenTask[] = [];
     for (const queue of this.sessions.values()) {
       const head = this.tasks.get(queue[0]!);
-      if (head && head.actor.getSnapshot().value === "queued") heads.push(head);
+      if (head && !head.healing && head.actor.getSnapshot().value === "queued") heads.push(head);
     }
     if (heads.length === 0) return;
     heads.sort((a, b) => {
@@ -420,7 +442,10 @@ export class TaskScheduler {
       rung: placement.rung,
       pool: placement.pool,
       container: placement.container,
+      repair: this.tasks.get(record.taskId)?.repair || undefined,
     };
+    const open = this.tasks.get(record.taskId);
+    if (open) open.repair = false;
     const reply = await this.nats.nc.request(
       this.nats.subjects.node(placement.node, "dispatch"),
       JSON.stringify(req),
@@ -467,6 +492,7 @@ export class TaskScheduler {
         });
         break;
       case "failed":
+        t.logTail = ev.logTail ?? [];
         t.actor.send({
           type: "FAILED",
           attempt: ev.attempt,
@@ -479,6 +505,42 @@ export class TaskScheduler {
         break;
     }
     m.ack();
+  }
+
+  /** Applies the healing ladder to a lost attempt before the task may be placed again. */
+  private heal(t: OpenTask, attempt: number, error: ErrorInfo | undefined): void {
+    const r = t.actor.getSnapshot().context.record;
+    t.healing = true;
+    void this.healer
+      .attemptLost({
+        tenant: r.tenant,
+        session: r.session,
+        taskId: r.taskId,
+        attempt,
+        error: error ?? { code: "INTERNAL", message: "attempt lost" },
+        logTail: t.logTail,
+      })
+      .then(
+        (decision) => {
+          if (decision === "repair") t.repair = true;
+          if (decision === "quarantined") this.quarantineOpen(t.sessionKey);
+        },
+        (err) => this.log.error({ err: toErrorInfo(err), taskId: r.taskId }, "healing failed"),
+      )
+      .finally(() => {
+        t.healing = false;
+        this.schedule();
+      });
+  }
+
+  /** Fails every task of a quarantined session that is not running now. */
+  private quarantineOpen(sessionKey: string): void {
+    for (const id of this.sessions.get(sessionKey) ?? []) {
+      this.tasks.get(id)?.actor.send({
+        type: "QUARANTINE",
+        reason: `session ${sessionKey} is quarantined after repeated failures; release it with \`clawfleet session release\``,
+      });
+    }
   }
 
   private *runningAttempts(): Iterable<RunningAttempt> {

@@ -89,6 +89,15 @@ export class TurnRunner {
       await event({ type: "started", behavior: behavior.hash });
       stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
 
+      // Healing tier 3: the checkpoints may be what keeps failing; start over from the last good version.
+      if (task.repair && checkpoints.steps.length > 0) {
+        log.warn(
+          { steps: checkpoints.steps.length },
+          "repair: dropping checkpoints, starting the turn over",
+        );
+        await this.retry(() => checkpoints.reset());
+        await store.dropCheckpoints(tenant, session, taskId);
+      }
       let resumeAfter = checkpoints.steps.length;
       if (
         resumeAfter > 0 &&
@@ -102,6 +111,7 @@ export class TurnRunner {
       if (resumeAfter === 0) {
         const warm = input.warm;
         const current =
+          !task.repair &&
           warm?.tenant === tenant &&
           warm.session === session &&
           (await this.retry(() => store.isCurrent(tenant, session, handle.workspaceDir)));
@@ -165,8 +175,9 @@ export class TurnRunner {
     } catch (err) {
       const e = asTurnError(err, input.signal, leaseLost.signal);
       log.info({ error: e.toInfo(), retryable: e.retryable }, "turn failed");
-      await event({ type: "failed", error: e.toInfo(), retryable: e.retryable }).catch((pubErr) =>
-        log.error({ err: toErrorInfo(pubErr) }, "could not report a failed turn"),
+      const logTail = handle.logTail().slice(-20);
+      await event({ type: "failed", error: e.toInfo(), retryable: e.retryable, logTail }).catch(
+        (pubErr) => log.error({ err: toErrorInfo(pubErr) }, "could not report a failed turn"),
       );
       if (!e.retryable) await store.dropCheckpoints(tenant, session, taskId).catch(() => {});
       return { ok: false, agentAlive: handle.alive };
