@@ -25,6 +25,8 @@ export interface PoolContext {
   containers: Record<string, ContainerRef>;
   /** Starts that failed in a row; resets when a container comes up. */
   startFailures: number;
+  /** Containers that left service on their own (failed or died), for the supervision tree. */
+  replaced: number;
 }
 
 export type PoolEvent =
@@ -114,6 +116,7 @@ export const poolMachine = setup({
     newId: input.newId,
     containers: {},
     startFailures: 0,
+    replaced: 0,
   }),
   initial: "running",
   states: {
@@ -130,11 +133,15 @@ export const poolMachine = setup({
             actions: assign({
               containers: ({ context, event }) => without(context.containers, event.id),
               startFailures: ({ context }) => context.startFailures + 1,
+              replaced: ({ context }) => context.replaced + 1,
             }),
           },
           {
             actions: [
-              assign({ containers: ({ context, event }) => without(context.containers, event.id) }),
+              assign({
+                containers: ({ context, event }) => without(context.containers, event.id),
+                replaced: ({ context }) => context.replaced + 1,
+              }),
               "replenish",
             ],
           },
@@ -153,6 +160,7 @@ export const poolMachine = setup({
             containers: ({ context, event }) => without(context.containers, event.id),
             startFailures: ({ context, event }) =>
               context.startFailures + (event.failedToStart ? 1 : 0),
+            replaced: ({ context }) => context.replaced + 1,
           }),
         },
         STOP: "stopping",

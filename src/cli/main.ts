@@ -13,6 +13,7 @@ import { registerSimCommand } from "./sim-command.js";
 import { registerStateCommands } from "./state-commands.js";
 import { registerSupervisionCommands } from "./supervision-commands.js";
 import { registerTaskCommands } from "./task-commands.js";
+import { registerTreeCommand } from "./tree-command.js";
 
 /** Builds the command tree. */
 export function buildProgram(): Command {
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerSimCommand(program);
   registerStateCommands(program);
   registerSupervisionCommands(program);
+  registerTreeCommand(program);
   return program;
 }
 

@@ -28,6 +28,7 @@ import {
 } from "../protocol/api-schemas.js";
 import { behaviorEndpoints } from "./behavior-endpoints.js";
 import { readFleetStatus } from "./fleet-status.js";
+import { readFleetTree } from "./fleet-tree.js";
 import { snapshotEndpoints } from "./snapshot-endpoints.js";
 import { supervisionEndpoints } from "./supervision-endpoints.js";
 import { TaskSubmitter } from "./task-submitter.js";
@@ -119,6 +120,7 @@ export class ApiService {
         return { task: body2.task };
       },
       status: async () => readFleetStatus(nats, options, clock),
+      tree: async () => readFleetTree(nats, options, clock),
       ...behaviorEndpoints(nats, clock, parse),
       ...snapshotEndpoints(nats, clock, parse),
       ...supervisionEndpoints(nats, parse),

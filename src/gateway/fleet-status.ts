@@ -11,15 +11,16 @@ import type { FleetStatus } from "../protocol/api-schemas.js";
 import {
   type NodeHeartbeat,
   NodeHeartbeatSchema,
+  type OrchestratorStatus,
   OrchestratorStatusSchema,
 } from "../protocol/fleet-messages.js";
 
-/** Reads the fleet's status from NATS. */
-export async function readFleetStatus(
+/** The nodes whose heartbeat is fresh (a heartbeat older than the node timeout is a dead node's last word). */
+export async function liveNodes(
   nats: FleetNats,
   options: ResolvedFleetOptions,
   clock: Clock,
-): Promise<FleetStatus> {
+): Promise<NodeHeartbeat[]> {
   const nodes: NodeHeartbeat[] = [];
   // Keys are listed from a live stream: a key rewritten while we list it shows up twice.
   const keys = new Set<string>();
@@ -29,10 +30,29 @@ export async function readFleetStatus(
     if (entry?.operation !== "PUT") continue;
     const hb = NodeHeartbeatSchema.safeParse(entry.json());
     if (!hb.success) continue;
-    // A heartbeat older than the node timeout is a dead node's last word.
     if (clock.now() - Date.parse(hb.data.at) > options.nodeTimeoutMs) continue;
     nodes.push(hb.data);
   }
+  return nodes.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/** The leading orchestrator's own status, or null when none answers. */
+export async function orchestratorStatus(nats: FleetNats): Promise<OrchestratorStatus | null> {
+  try {
+    const reply = await nats.nc.request(nats.subjects.ctl("status"), "", { timeout: 1500 });
+    return OrchestratorStatusSchema.parse(reply.json());
+  } catch {
+    return null;
+  }
+}
+
+/** Reads the fleet's status from NATS. */
+export async function readFleetStatus(
+  nats: FleetNats,
+  options: ResolvedFleetOptions,
+  clock: Clock,
+): Promise<FleetStatus> {
+  const nodes = await liveNodes(nats, options, clock);
   const containers: Record<string, number> = {};
   for (const n of nodes)
     for (const c of n.containers) containers[c.state] = (containers[c.state] ?? 0) + 1;
@@ -40,13 +60,12 @@ export async function readFleetStatus(
   let queueDepth: number | null = null;
   let placements: Record<string, number> = {};
   let orchestrator: FleetStatus["orchestrator"] = null;
-  try {
-    const reply = await nats.nc.request(nats.subjects.ctl("status"), "", { timeout: 1500 });
-    const s = OrchestratorStatusSchema.parse(reply.json());
+  const s = await orchestratorStatus(nats);
+  if (s) {
     queueDepth = s.queueDepth;
     placements = s.placements;
     orchestrator = { id: s.id, since: s.since };
-  } catch {
+  } else {
     const lease = await LeaderLease.read(nats.kv.leases, ORCHESTRATOR_LEASE_KEY).catch(() => null);
     if (lease && lease.expiresAt > clock.now())
       orchestrator = { id: lease.owner, since: lease.since };

@@ -129,6 +129,7 @@ export interface PoolSummary {
   max: number;
   size: number;
   states: Record<string, number>;
+  restarts: number;
 }
 
 /** Success replies carry `ok: true` and their fields; failures carry a coded error. */

@@ -54,6 +54,8 @@ export const PoolSummarySchema = z.object({
   max: z.number(),
   size: z.number(),
   states: z.record(z.string(), z.number()),
+  /** Containers this pool replaced after they failed or died (its restart count). */
+  restarts: z.number().default(0),
 });
 
 /** A node's heartbeat in the nodes bucket; stale past the node timeout means dead. */
@@ -136,6 +138,18 @@ export const OrchestratorStatusSchema = z.object({
   running: z.number(),
   /** Attempts placed this leadership term, by ladder rung. */
   placements: z.record(z.string(), z.number()),
+  /** Sessions on the healing ladder this term (see src/supervisor/session-supervisor.ts). */
+  sessions: z
+    .array(
+      z.object({
+        tenant: z.string(),
+        session: z.string(),
+        tier: z.number(),
+        restarts: z.object({ recreate: z.number(), repair: z.number() }),
+        history: z.array(z.record(z.string(), z.unknown())),
+      }),
+    )
+    .default([]),
 });
 export type OrchestratorStatus = z.infer<typeof OrchestratorStatusSchema>;
 

@@ -205,6 +205,7 @@ export class FleetNode {
         max: profile.max,
         size: Object.keys(ctx.containers).length,
         states: poolStates(ctx),
+        restarts: ctx.replaced,
       });
     }
     return {

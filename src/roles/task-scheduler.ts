@@ -166,7 +166,16 @@ export class TaskScheduler {
       if (t.actor.getSnapshot().value === "running") running++;
       else queued++;
     }
-    return { id: this.id, since, queueDepth: queued, running, placements: { ...this.placements } };
+    return {
+      id: this.id,
+      since,
+      queueDepth: queued,
+      running,
+      placements: { ...this.placements },
+      sessions: this.healer
+        .view()
+        .map((v) => ({ ...v, history: v.history.map((h) => ({ ...h })) })),
+    };
   }
 
   // ---- intake -------------------------------------------------------------------------

@@ -228,6 +228,7 @@ export class SimNode {
       max: this.profile.max,
       size: Object.keys(ctx.containers).length,
       states: poolStates(ctx),
+      restarts: ctx.replaced,
     };
     return {
       id: this.id,

@@ -1,7 +1,7 @@
 /**
  * OTP-style restart intensity: at most `maxRestarts` within `withinMs`. A
- * supervisor records every failure it is about to remedy; once the limit is
- * passed, the remedy has failed too often and the next tier takes over.
+ * supervisor asks before every restart it is about to do; once the limit is
+ * reached, the remedy has failed too often and the next tier takes over.
  */
 import type { Clock } from "../clock.js";
 
@@ -15,15 +15,20 @@ export class RestartIntensity {
     private readonly clock: Clock,
   ) {}
 
-  /** Records a failure now; true while the failures in the window stay within the limit. */
+  /**
+   * Asks to restart now: true (and counted) while fewer than `maxRestarts` restarts
+   * happened within the window; false once the limit is reached (not counted: that
+   * restart does not happen, the next tier takes over).
+   */
   allow(): boolean {
     const now = this.clock.now();
-    this.times.push(now);
     while (this.times.length > 0 && now - this.times[0]! > this.withinMs) this.times.shift();
-    return this.times.length <= this.maxRestarts;
+    if (this.times.length >= this.maxRestarts) return false;
+    this.times.push(now);
+    return true;
   }
 
-  /** Failures inside the window now. */
+  /** Restarts inside the window now. */
   get recent(): number {
     const now = this.clock.now();
     return this.times.filter((t) => now - t <= this.withinMs).length;

@@ -5,6 +5,7 @@
  * post-mortem and a quarantine that only a person lifts.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { FleetTree } from "../../src/gateway/fleet-tree.js";
 import type { PostMortem } from "../../src/supervisor/quarantine-registry.js";
 import { runCli } from "../harness/cli-process.js";
 import { TestFleet } from "../harness/test-fleet.js";
@@ -90,6 +91,23 @@ describe("the healing ladder", () => {
     const listed = await runCli(["alerts", "--nats", fleet.url]);
     expect(listed.stdout).toContain(`${pm.alertId}  default/doomed  [quarantined]`);
     expect(listed.stdout).toContain("tier 3 repair");
+
+    // The tree shows the climb and the containers the pool replaced.
+    const tree = JSON.parse(
+      (await runCli(["tree", "--json", "--nats", fleet.url])).stdout,
+    ) as FleetTree;
+    expect(tree.sessions).toEqual([
+      expect.objectContaining({
+        tenant: "default",
+        session: "doomed",
+        tier: 4,
+        restarts: { recreate: 2, repair: 1 },
+      }),
+    ]);
+    expect(tree.nodes[0]!.pools[0]!.restarts).toBeGreaterThanOrEqual(4);
+    const text = (await runCli(["tree", "--nats", fleet.url])).stdout;
+    expect(text).toMatch(/└─ node node-a/);
+    expect(text).toContain("default/doomed  tier 4  recreated 2, repaired 1");
 
     // Other sessions never noticed.
     expect((await fleet.client.run({ session: "bystander", input: "hi" })).status).toBe(

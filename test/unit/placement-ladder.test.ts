@@ -55,6 +55,7 @@ function node(
       max: p.max,
       size: p.size ?? containers.filter((c) => c.pool === name).length,
       states: {},
+      restarts: 0,
     };
   });
   return {

@@ -1,0 +1,95 @@
+/**
+ * `clawfleet tree`: the supervision tree, indented and coloured (`--json` for
+ * machines, `--watch` to follow it live).
+ */
+import type { Command } from "commander";
+import type { FleetTree } from "../gateway/fleet-tree.js";
+import { printJson, withClient, withFleetFlags } from "./cli-common.js";
+import type { LocatorFlags } from "./fleet-locator.js";
+
+interface Flags extends LocatorFlags {
+  json?: boolean;
+  watch?: boolean;
+}
+
+const useColor = () => process.stdout.isTTY && !process.env.NO_COLOR;
+const paint = (code: number) => (s: string) => (useColor() ? `\u001b[${code}m${s}\u001b[0m` : s);
+const dim = paint(2);
+const STATE_COLOR: Record<string, (s: string) => string> = {
+  idle: paint(32),
+  reserved: paint(36),
+  busy: paint(33),
+  starting: paint(34),
+  failed: paint(31),
+  draining: paint(35),
+};
+
+/** The tree as indented text. */
+export function renderTree(t: FleetTree): string {
+  const out: string[] = [];
+  out.push(
+    t.orchestrator
+      ? `fleet  orchestrator ${t.orchestrator.id}  ${dim(`queued ${t.orchestrator.queueDepth}, running ${t.orchestrator.running}`)}`
+      : `fleet  ${paint(31)("no orchestrator")}`,
+  );
+  for (const n of t.nodes) {
+    out.push(
+      `└─ node ${n.id}${n.stopping ? " (stopping)" : ""}  ${dim(`last seen ${n.lastSeen}`)}`,
+    );
+    for (const p of n.pools) {
+      out.push(
+        `   └─ pool ${p.name} [${p.runtime}] ${p.size}/${p.max} minIdle ${p.minIdle}  restarts ${p.restarts}`,
+      );
+      for (const c of p.containers) {
+        const color = STATE_COLOR[c.state] ?? ((s: string) => s);
+        const holds = c.session ? `  ${c.tenant}/${c.session}` : "";
+        out.push(
+          `      └─ ${c.id}  ${color(c.state)}${holds}${c.taskId ? `  task ${c.taskId}` : ""}`,
+        );
+      }
+    }
+  }
+  if (t.sessions.length > 0) {
+    out.push("healing");
+    for (const s of t.sessions) {
+      const tier = s.tier >= 4 ? paint(31)(`tier ${s.tier}`) : paint(33)(`tier ${s.tier}`);
+      out.push(
+        `└─ ${s.tenant}/${s.session}  ${tier}  recreated ${s.restarts.recreate}, repaired ${s.restarts.repair}`,
+      );
+      for (const h of s.history)
+        out.push(
+          `   └─ ${dim(String(h.at))}  tier ${h.tier} ${h.remedy}  ${h.taskId}#${h.attempt}`,
+        );
+    }
+  }
+  return `${out.join("\n")}\n`;
+}
+
+/** Registers `tree`. */
+export function registerTreeCommand(program: Command): void {
+  withFleetFlags(program.command("tree"))
+    .description("print the supervision tree: nodes, pools, containers, sessions and healing tiers")
+    .option("--json", "print JSON")
+    .option("--watch", "redraw every second until Ctrl-C")
+    .action(async (f: Flags) => {
+      await withClient(f, async (c) => {
+        const show = async () => {
+          const t = await c.request<FleetTree & { ok: true }>("tree", {});
+          if (f.json) printJson(t);
+          else
+            process.stdout.write(
+              (f.watch && useColor() ? "\u001b[2J\u001b[H" : "") + renderTree(t),
+            );
+        };
+        await show();
+        if (!f.watch) return;
+        await new Promise<void>((resolve) => {
+          const timer = setInterval(() => void show().catch(() => {}), 1000);
+          process.once("SIGINT", () => {
+            clearInterval(timer);
+            resolve();
+          });
+        });
+      });
+    });
+}
