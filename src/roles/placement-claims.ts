@@ -22,7 +22,7 @@ export class PlacementClaims {
 
   /** Walks the ladder with this term's claims applied. */
   decide(tenant: string, session: string, view: FleetView): LadderDecision {
-    return decidePlacement(tenant, session, view, this.snapshot());
+    return decidePlacement(tenant, session, view, this.current());
   }
 
   claim(taskId: string, placement: Placement): void {
@@ -47,7 +47,8 @@ export class PlacementClaims {
     for (const p of hb.pools) this.refused.delete(poolKey(hb.id, p.name));
   }
 
-  private snapshot(): Claims {
+  /** The claims as they stand, in the form the ladder reads. */
+  current(): Claims {
     const containers = new Set<string>();
     const newByPool = new Map<string, number>();
     for (const p of this.byTask.values()) {

@@ -61,39 +61,25 @@ class LadderPolicy implements PlacementPolicy {
 }
 
 /**
- * Claims kept exactly as {@link PlacementClaims} keeps them, with the snapshot readable:
- * the baselines need it to skip containers already promised to a task.
+ * The real {@link PlacementClaims}, with their current state readable: the baselines
+ * need it to skip containers already promised to a task.
  */
 abstract class ClaimsKeeper {
-  private readonly byTask = new Map<string, Placement>();
-  private readonly refused = new Set<string>();
+  private readonly claims = new PlacementClaims();
   claim(taskId: string, placement: Placement, _tenant: string, _session: string): void {
-    this.byTask.set(taskId, placement);
+    this.claims.claim(taskId, placement);
   }
   release(taskId: string): void {
-    this.byTask.delete(taskId);
+    this.claims.release(taskId);
   }
   refuse(placement: Placement): void {
-    this.refused.add(placement.container ?? poolKey(placement.node, placement.pool));
+    this.claims.refuse(placement);
   }
   observe(hb: NodeHeartbeat): void {
-    for (const c of hb.containers) {
-      this.refused.delete(c.id);
-      if (c.taskId && this.byTask.has(c.taskId)) this.byTask.delete(c.taskId);
-    }
-    for (const p of hb.pools) this.refused.delete(poolKey(hb.id, p.name));
+    this.claims.observe(hb);
   }
   protected snapshot(): Claims {
-    const containers = new Set<string>();
-    const newByPool = new Map<string, number>();
-    for (const p of this.byTask.values()) {
-      if (p.container) containers.add(p.container);
-      else {
-        const key = poolKey(p.node, p.pool);
-        newByPool.set(key, (newByPool.get(key) ?? 0) + 1);
-      }
-    }
-    return { containers, newByPool, refused: this.refused };
+    return this.claims.current();
   }
   /** Whether `c` can take a task now: up, not busy, not promised, not refusing. */
   protected free(c: ContainerInfo, claims: Claims): boolean {
