@@ -14,6 +14,7 @@ export { poolMachine } from "./actors/pool-machine.js";
 // Actors, for embedding and simulation
 export { type Placement, statusOfState, taskMachine, taskRecordOf } from "./actors/task-machine.js";
 export { AgentConnection, type AgentConnectionOptions } from "./adapters/agent-connection.js";
+export { type BehaviorSet, BehaviorStore } from "./adapters/behavior-store.js";
 // NATS plumbing
 export { connectFleet, type FleetNats, type FleetNatsOptions } from "./adapters/fleet-nats.js";
 export { LocalWorkspaceStore, type WorkspaceStore } from "./adapters/local-workspace-store.js";
@@ -23,6 +24,10 @@ export {
   type StartNatsServerOptions,
   startNatsServer,
 } from "./adapters/nats-server-process.js";
+export {
+  ObjectWorkspaceStore,
+  type ObjectWorkspaceStoreOptions,
+} from "./adapters/object-workspace-store.js";
 export type {
   ContainerHandle,
   ContainerSpec,
@@ -35,6 +40,12 @@ export {
   type ProcessPoolOptions,
   processPoolAvailableSandbox,
 } from "./adapters/process-pool.js";
+export {
+  SnapshotStore,
+  type SnapshotStoreOptions,
+  SQLITE_LIVE_FILES,
+  type VersionInfo,
+} from "./adapters/snapshot-store.js";
 export { type Clock, systemClock } from "./clock.js";
 // Cross-cutting
 export {
@@ -62,6 +73,8 @@ export {
 export { ApiService, type ApiServiceDeps } from "./gateway/api-service.js";
 // Talking to a fleet
 export { FleetClient, type FleetClientOptions } from "./gateway/fleet-client.js";
+// Supervision
+export type { FleetTree } from "./gateway/fleet-tree.js";
 export { taskIdForKey } from "./gateway/task-submitter.js";
 export { type Logger, silentLogger } from "./logger.js";
 // Agents and pools
@@ -99,3 +112,14 @@ export {
   startLocalFleet,
   startRole,
 } from "./roles/fleet-roles.js";
+// Simulation
+export {
+  renderChart,
+  renderTable,
+  runSimulation,
+  type SimOptions,
+  type SimReport,
+} from "./sim/index.js";
+export type { PostMortem } from "./supervisor/quarantine-registry.js";
+export { RestartIntensity } from "./supervisor/restart-intensity.js";
+export { type HealingOptions, SessionSupervisor } from "./supervisor/session-supervisor.js";
