@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { connectFleet } from "../adapters/fleet-nats.js";
+import { connectFleet, type FleetNats } from "../adapters/fleet-nats.js";
 import { ensureNatsServer } from "../adapters/nats-server-binary.js";
 import { type NatsServerHandle, startNatsServer } from "../adapters/nats-server-process.js";
 import type { PoolAdapter } from "../adapters/pool-adapter.js";
@@ -63,8 +63,14 @@ export async function startRole(
     case "node": {
       const adapter =
         deps.adapter ??
-        new ProcessPool({ maskPaths: [options.dataDir], clock: common.clock, logger });
-      const node = await FleetNode.start(options, { ...common, adapter });
+        (await nodeAdapter(options, nats, common.clock, logger).catch(async (err) => {
+          await nats.close();
+          throw err;
+        }));
+      const node = await FleetNode.start(options, { ...common, adapter }).catch(async (err) => {
+        if (!deps.adapter) await adapter.close();
+        throw err;
+      });
       return closing(async () => {
         await node.stop();
         if (!deps.adapter) await adapter.close();
@@ -79,6 +85,22 @@ export async function startRole(
       return closing(() => api.stop());
     }
   }
+}
+
+/** The adapter for the node's pools: processes, Docker containers, or both by profile `kind`. */
+async function nodeAdapter(
+  options: ResolvedFleetOptions,
+  nats: FleetNats,
+  clock: Clock,
+  logger: Logger,
+): Promise<PoolAdapter> {
+  const kinds = new Set(options.pools.map((p) => p.kind));
+  const processes = new ProcessPool({ maskPaths: [options.dataDir], clock, logger });
+  if (!kinds.has("docker")) return processes;
+  // Loaded only for Docker pools: process-only nodes never load the Docker client.
+  const { openNodeDockerPool, PoolRouter } = await import("../adapters/docker-pool-wiring.js");
+  const docker = await openNodeDockerPool(options, nats, { clock, logger });
+  return kinds.has("process") ? new PoolRouter({ process: processes, docker }) : docker;
 }
 
 /** What `clawfleet up` writes in its data dir so clients find the fleet. */
