@@ -180,3 +180,20 @@ async function provisionStreams(
     }
   }
 }
+
+/**
+ * The keys of a KV bucket (matching `filter`), in one request. Unlike the client's
+ * `keys()`, which reads until the bucket stops changing, this answers at once even
+ * while the bucket is written many times a second (node heartbeats).
+ */
+export async function bucketKeys(
+  jsm: JetStreamManager,
+  bucket: string,
+  filter = ">",
+): Promise<string[]> {
+  const prefix = `$KV.${bucket}.`;
+  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}${filter}` });
+  return Object.keys(info.state.subjects ?? {})
+    .map((s) => s.slice(prefix.length))
+    .sort();
+}

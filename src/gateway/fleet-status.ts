@@ -3,7 +3,7 @@
  * nodes bucket (live heartbeats only), queue depth from the leading
  * orchestrator; a fleet without a leader reports `queueDepth: null`.
  */
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import { bucketKeys, type FleetNats } from "../adapters/fleet-nats.js";
 import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/leader-lease.js";
 import type { Clock } from "../clock.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
@@ -22,10 +22,7 @@ export async function liveNodes(
   clock: Clock,
 ): Promise<NodeHeartbeat[]> {
   const nodes: NodeHeartbeat[] = [];
-  // Keys are listed from a live stream: a key rewritten while we list it shows up twice.
-  const keys = new Set<string>();
-  for await (const key of await nats.kv.nodes.keys()) keys.add(key);
-  for (const key of keys) {
+  for (const key of await bucketKeys(nats.jsm, nats.subjects.buckets.nodes)) {
     const entry = await nats.kv.nodes.get(key);
     if (entry?.operation !== "PUT") continue;
     const hb = NodeHeartbeatSchema.safeParse(entry.json());

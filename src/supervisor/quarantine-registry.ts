@@ -8,7 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import { bucketKeys, type FleetNats } from "../adapters/fleet-nats.js";
 import { ErrorInfoSchema } from "../protocol/api-schemas.js";
 
 export const TierEntrySchema = z.object({
@@ -84,9 +84,7 @@ export class QuarantineRegistry {
   /** Every stored post-mortem, oldest first. */
   async alerts(): Promise<PostMortem[]> {
     const out: PostMortem[] = [];
-    const keys = new Set<string>();
-    for await (const k of await this.nats.kv.alerts.keys("alert.>")) keys.add(k);
-    for (const k of keys) {
+    for (const k of await bucketKeys(this.nats.jsm, this.nats.subjects.buckets.alerts, "alert.>")) {
       const e = await this.nats.kv.alerts.get(k);
       if (e?.operation !== "PUT") continue;
       const pm = PostMortemSchema.safeParse(e.json());
@@ -98,7 +96,11 @@ export class QuarantineRegistry {
   /** Sessions quarantined now. */
   async quarantines(): Promise<Quarantine[]> {
     const out: Quarantine[] = [];
-    for await (const k of await this.nats.kv.alerts.keys("quarantine.>")) {
+    for (const k of await bucketKeys(
+      this.nats.jsm,
+      this.nats.subjects.buckets.alerts,
+      "quarantine.>",
+    )) {
       const e = await this.nats.kv.alerts.get(k);
       const q = e?.operation === "PUT" ? QuarantineSchema.safeParse(e.json()) : null;
       if (q?.success) out.push(q.data);
