@@ -12,7 +12,7 @@ import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import { buildAgentImage, DEFAULT_AGENT_IMAGE } from "./docker-image.js";
 import { DockerPool, type DockerPoolOptions } from "./docker-pool.js";
-import type { FleetNats } from "./fleet-nats.js";
+import { bucketKeys, type FleetNats } from "./fleet-nats.js";
 import type { ContainerHandle, ContainerSpec, PoolAdapter } from "./pool-adapter.js";
 
 const PRIORITY_RANK: Record<string, number> = { low: 0, normal: 1, high: 2 };
@@ -56,7 +56,7 @@ export async function ensurePoolImages(
 export async function liveNodeIds(nats: FleetNats, nodeTimeoutMs: number): Promise<Set<string>> {
   const live = new Set<string>();
   const window = Math.max(3 * nodeTimeoutMs, 15_000);
-  for await (const key of await nats.kv.nodes.keys()) {
+  for (const key of await bucketKeys(nats.jsm, nats.subjects.buckets.nodes)) {
     const entry = await nats.kv.nodes.get(key).catch(() => null);
     if (entry && entry.operation === "PUT" && Date.now() - entry.created.getTime() < window)
       live.add(key);
