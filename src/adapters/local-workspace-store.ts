@@ -22,7 +22,12 @@ export interface WorkspaceStore {
    */
   isCurrent(tenant: string, session: string, dir: string): Promise<boolean>;
   /** Saves the workspace mid-turn as a version that is not known-good (versioned stores only). */
-  sync?(tenant: string, session: string, dir: string): Promise<number>;
+  sync?(
+    tenant: string,
+    session: string,
+    dir: string,
+    precommit?: () => Promise<void>,
+  ): Promise<number>;
   /**
    * Saves `dir` as the state after `step` of a running task, apart from the
    * session's files: a resumed attempt restores exactly this, and a failed task

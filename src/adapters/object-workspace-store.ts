@@ -78,9 +78,15 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
    * every committed version as it was. Syncs give point-in-time recovery of work
    * in progress; turns restore only from known-good versions.
    */
-  async sync(tenant: string, session: string, dir: string): Promise<number> {
+  async sync(
+    tenant: string,
+    session: string,
+    dir: string,
+    precommit?: () => Promise<void>,
+  ): Promise<number> {
     const from = this.lineage.get(dir);
     const info = await this.snapshots.snapshot(tenant, session, dir, {
+      ...(precommit ? { precommit } : {}),
       ...(this.options.exclude ? { exclude: this.options.exclude } : {}),
       reason: "sync",
       knownGood: false,

@@ -37,6 +37,8 @@ import { changed, openScannedFile, type ScannedFile, scanWorkspace } from "./wor
 
 /** Options of one snapshot. */
 export interface SnapshotOptions {
+  /** Runs after everything is uploaded, right before the version is committed; throw to abandon it. */
+  readonly precommit?: () => Promise<void>;
   /** Patterns of paths never stored (see `compileExclude`), e.g. `SQLITE_LIVE_FILES`. */
   readonly exclude?: readonly string[];
   /** Why it was taken (`turn`, `sync`, ...), kept with the version. */
@@ -81,6 +83,8 @@ export class SnapshotWriter {
   ): Promise<VersionInfo> {
     const captured = await this.capture(tenant, dir, exclude);
     await this.hooks.beforeCommit?.();
+    // The caller's last word (e.g. "is the task still ours?"): throwing leaves no version.
+    await options.precommit?.();
     return this.commitVersion(tenant, session, captured, options);
   }
 

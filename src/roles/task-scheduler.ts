@@ -39,6 +39,14 @@ import { INTAKE_ACK_WAIT_MS, openEvents, openIntake } from "./durable-consumers.
 import { LivenessMonitor, type RunningAttempt } from "./liveness-monitor.js";
 import { PlacementClaims } from "./placement-claims.js";
 
+/** Codes of lost attempts that say nothing about the session itself. */
+const INFRASTRUCTURE_FAILURES = new Set([
+  "NODE_LOST",
+  "LEASE_LOST",
+  "DISPATCH_FAILED",
+  "NODE_STOPPING",
+]);
+
 interface OpenTask {
   readonly actor: Actor<typeof taskMachine>;
   readonly seq: number;
@@ -265,8 +273,11 @@ export class TaskScheduler {
     this.sessions.set(sessionKey, queue);
 
     actor.on("timeline", (e) => {
-      if (e.entry.type === "requeued") this.heal(t, e.entry.attempt, e.entry.error);
-      else if (e.entry.type === "succeeded") this.healer.healthy(record.tenant, record.session);
+      // Lost nodes, leases and dispatches are the fleet's failures, not the session's:
+      // a retry elsewhere is the whole remedy, and the session's ladder is not climbed.
+      if (e.entry.type === "requeued" && !INFRASTRUCTURE_FAILURES.has(e.entry.error?.code ?? "")) {
+        this.heal(t, e.entry.attempt, e.entry.error);
+      } else if (e.entry.type === "succeeded") this.healer.healthy(record.tenant, record.session);
     });
     actor.on("timeline", (e) => {
       if (e.entry.type === "placed" && e.entry.rung) {

@@ -121,10 +121,13 @@ export class TurnRunner {
       const hooks: TurnHooks = {
         onStep: async (s) => {
           const at = isoNow(this.clock);
-          await store.saveCheckpoint(tenant, session, taskId, s.step, handle.workspaceDir);
+          // The fenced log append comes first: a holder that lost the task fails here and
+          // never stores a checkpoint (which would replace the newer attempt's). A crash
+          // between the two leaves a logged step without its files: resume then starts over.
           await this.retry(() =>
             checkpoints.append({ step: s.step, name: s.name, output: s.output, at }),
           );
+          await store.saveCheckpoint(tenant, session, taskId, s.step, handle.workspaceDir);
           await event({ type: "step", step: s.step, message: s.name });
         },
         onEffect: async (e) => {
@@ -135,7 +138,18 @@ export class TurnRunner {
         },
         onLog: (l) => log.debug({ agent: l.level }, l.msg),
       };
-      const syncing = this.syncWhileRunning(store, tenant, session, handle.workspaceDir, log);
+      const syncing = this.syncWhileRunning(
+        store,
+        tenant,
+        session,
+        handle.workspaceDir,
+        log,
+        async () => {
+          // A sync writes a session version: only while the task is still ours.
+          if (leaseLost.signal.aborted) throw new LeaseLostError("lease lost: no more syncs");
+          await held.renew();
+        },
+      );
       const output = await handle
         .runTurn(
           {
@@ -198,12 +212,15 @@ export class TurnRunner {
     session: string,
     dir: string,
     log: Logger,
+    stillOurs: () => Promise<void>,
   ) {
     if (!store.sync || this.options.syncIntervalMs <= 0) return { stop: async () => {} };
     let inFlight: Promise<unknown> | null = null;
     const stopTicker = every(this.clock, this.options.syncIntervalMs, () => {
       if (inFlight) return;
-      inFlight = store.sync!(tenant, session, dir)
+      // Checked before (no upload for a lost task) and again right before the commit.
+      inFlight = stillOurs()
+        .then(() => store.sync!(tenant, session, dir, stillOurs))
         .then((version) => log.debug({ version }, "workspace synced"))
         .catch((err) => log.info({ err: toErrorInfo(err) }, "workspace sync skipped"))
         .finally(() => {
