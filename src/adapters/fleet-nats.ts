@@ -78,41 +78,43 @@ export async function connectFleet(
   const jsm = await jetstreamManager(nc);
   await provisionStreams(jsm, subjects, retentionMs);
   const js = jetstream(nc);
-  await provisionSnapshotBuckets(nc, { prefix: subjects.prefix });
+  await racing(() => provisionSnapshotBuckets(nc, { prefix: subjects.prefix }));
   const kvm = new Kvm(js);
-  const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts] =
-    await Promise.all([
-      kvm.create(subjects.buckets.tasks, {
-        history: 1,
-        ttl: retentionMs,
-        storage: StorageType.File,
-      }),
-      // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
-      kvm.create(subjects.buckets.nodes, {
-        history: 1,
-        ttl: 10 * 60_000,
-        storage: StorageType.File,
-      }),
-      kvm.create(subjects.buckets.leases, { history: 1, storage: StorageType.File }),
-      kvm.create(subjects.buckets.checkpoints, {
-        history: 1,
-        ttl: retentionMs,
-        storage: StorageType.File,
-      }),
-      kvm.create(subjects.buckets.outbox, {
-        history: 1,
-        ttl: retentionMs,
-        storage: StorageType.File,
-      }),
-      kvm.create(subjects.buckets.behaviors, { history: 64, storage: StorageType.File }),
-      kvm.create(subjects.buckets.sessions, {
-        history: 1,
-        ttl: retentionMs,
-        storage: StorageType.File,
-      }),
-      // Post-mortems and quarantines: no TTL, a quarantine lasts until someone releases it.
-      kvm.create(subjects.buckets.alerts, { history: 1, storage: StorageType.File }),
-    ]);
+  const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts] = await racing(
+    () =>
+      Promise.all([
+        kvm.create(subjects.buckets.tasks, {
+          history: 1,
+          ttl: retentionMs,
+          storage: StorageType.File,
+        }),
+        // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
+        kvm.create(subjects.buckets.nodes, {
+          history: 1,
+          ttl: 10 * 60_000,
+          storage: StorageType.File,
+        }),
+        kvm.create(subjects.buckets.leases, { history: 1, storage: StorageType.File }),
+        kvm.create(subjects.buckets.checkpoints, {
+          history: 1,
+          ttl: retentionMs,
+          storage: StorageType.File,
+        }),
+        kvm.create(subjects.buckets.outbox, {
+          history: 1,
+          ttl: retentionMs,
+          storage: StorageType.File,
+        }),
+        kvm.create(subjects.buckets.behaviors, { history: 64, storage: StorageType.File }),
+        kvm.create(subjects.buckets.sessions, {
+          history: 1,
+          ttl: retentionMs,
+          storage: StorageType.File,
+        }),
+        // Post-mortems and quarantines: no TTL, a quarantine lasts until someone releases it.
+        kvm.create(subjects.buckets.alerts, { history: 1, storage: StorageType.File }),
+      ]),
+  );
   return {
     nc,
     js,
@@ -165,18 +167,38 @@ async function provisionStreams(
       duplicate_window: 60 * 60_000 * NS_PER_MS,
     },
   ];
-  for (const cfg of wanted) {
+  for (const cfg of wanted) await racing(() => ensureStream(jsm, cfg));
+}
+
+/** Creates a stream, or updates it when its configuration drifted. */
+async function ensureStream(
+  jsm: JetStreamManager,
+  cfg: Partial<StreamConfig> & { name: string; subjects: string[] },
+): Promise<void> {
+  try {
+    const c = (await jsm.streams.info(cfg.name)).config;
+    const drift =
+      c.max_age !== cfg.max_age ||
+      c.duplicate_window !== cfg.duplicate_window ||
+      c.subjects.join(",") !== cfg.subjects.join(",");
+    if (drift) await jsm.streams.update(cfg.name, cfg);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.streams.add(cfg);
+  }
+}
+
+/**
+ * Roles starting together race to create the same streams and buckets; the loser's
+ * create fails (e.g. "subjects overlap"). Trying again finds the winner's and checks it.
+ */
+async function racing<T>(fn: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
     try {
-      const info = await jsm.streams.info(cfg.name);
-      const c = info.config;
-      const drift =
-        c.max_age !== cfg.max_age ||
-        c.duplicate_window !== cfg.duplicate_window ||
-        c.subjects.join(",") !== cfg.subjects.join(",");
-      if (drift) await jsm.streams.update(cfg.name, cfg);
+      return await fn();
     } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await jsm.streams.add(cfg);
+      if (tries >= 4) throw err;
+      await new Promise((r) => setTimeout(r, 50 * tries));
     }
   }
 }

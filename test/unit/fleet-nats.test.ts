@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+import { bucketKeys, connectFleet } from "../../src/adapters/fleet-nats.js";
+import { NatsServer } from "../harness/nats-server.js";
+
+describe("connectFleet", () => {
+  it("provisions streams and buckets once when many roles start together", async () => {
+    await using nats = await NatsServer.start();
+    const fleets = await Promise.all(Array.from({ length: 6 }, () => connectFleet(nats.url)));
+    try {
+      const names: string[] = [];
+      for await (const s of fleets[0]!.jsm.streams.list()) names.push(s.config.name);
+      expect(names).toEqual(
+        expect.arrayContaining(["FLEET_TASKS", "FLEET_EVENTS", "FLEET_RESULTS", "FLEET_EFFECTS"]),
+      );
+      await fleets[0]!.kv.nodes.put("n1", "{}");
+      await fleets[1]!.kv.nodes.put("n2", "{}");
+      await fleets[1]!.kv.nodes.delete("n2");
+      // Deleted keys still have a marker message; readers skip them by their operation.
+      expect(await bucketKeys(fleets[2]!.jsm, "fleet_nodes")).toEqual(["n1", "n2"]);
+    } finally {
+      await Promise.all(fleets.map((f) => f.close()));
+    }
+  });
+});
