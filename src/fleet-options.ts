@@ -24,6 +24,8 @@ export interface PoolProfileOptions {
   sandbox?: "auto" | "bwrap" | "none";
   /** How long a container stays reserved for the session it just served. Default 60 000 ms. */
   reservedWindowMs?: number;
+  /** Healing tier 1: agent restarts in place, in a row without a successful turn, before the container is recreated. Default 2. */
+  maxAgentRestarts?: number;
   /** Turn deadline when a task names none. Default 300 000 ms. */
   turnTimeoutMs?: number;
   /** How often the agent must show life. Default 1000 ms. */
@@ -150,6 +152,7 @@ const PoolProfileSchema = z.strictObject({
   maxConcurrentStarts: z.number().int().min(1).default(2),
   sandbox: z.enum(["auto", "bwrap", "none"]).default("auto"),
   reservedWindowMs: z.number().int().min(0).default(60_000),
+  maxAgentRestarts: z.number().int().min(0).default(2),
   turnTimeoutMs: z.number().int().min(100).default(300_000),
   agentHeartbeatMs: z.number().int().min(10).default(1000),
   missedHeartbeats: z.number().int().min(1).default(3),

@@ -27,6 +27,8 @@ export interface ContainerMachineInput {
   readonly pool: string;
   /** How long a container stays reserved for the session it just served. */
   readonly reservedWindowMs: number;
+  /** Agent restarts in place allowed in a row (without a successful turn) before the container fails. */
+  readonly maxAgentRestarts?: number;
   /** A task to run as soon as the container is up (a "new container" placement). */
   readonly task?: DispatchRequest;
 }
@@ -35,6 +37,11 @@ export interface ContainerContext {
   id: string;
   pool: string;
   reservedWindowMs: number;
+  maxAgentRestarts: number;
+  /** Agent restarts since the last successful turn (restart intensity of tier 1). */
+  restartsInARow: number;
+  /** Agent restarts in place over the container's life, for the supervision tree. */
+  agentRestarts: number;
   handle: ContainerHandle | null;
   task: DispatchRequest | null;
   abort: AbortController | null;
@@ -77,8 +84,18 @@ export const containerMachine = setup({
     stopContainer: fromPromise<void, ContainerHandle | null>(async ({ input }) => {
       await input?.stop();
     }),
+    /** Tier 1: a new agent process for the same container and workspace. */
+    restartAgent: fromPromise<
+      ContainerHandle,
+      { id: string; pool: string; handle: ContainerHandle | null }
+    >(async () => {
+      throw new Error("restartAgent is provided by the node runtime");
+    }),
   },
   delays: { reservedWindow: ({ context }) => context.reservedWindowMs },
+  guards: {
+    canRestart: ({ context }) => context.restartsInARow < context.maxAgentRestarts,
+  },
   actions: {
     notifyUp: sendParent(({ context }: { context: ContainerContext }) => ({
       type: "CONTAINER_UP",
@@ -96,6 +113,9 @@ export const containerMachine = setup({
     id: input.id,
     pool: input.pool,
     reservedWindowMs: input.reservedWindowMs,
+    maxAgentRestarts: input.maxAgentRestarts ?? 2,
+    restartsInARow: 0,
+    agentRestarts: 0,
     handle: null,
     task: input.task ?? null,
     abort: null,
@@ -132,10 +152,14 @@ export const containerMachine = setup({
         idle: {
           on: {
             ASSIGN: { target: "busy", actions: assign({ task: ({ event }) => event.task }) },
-            AGENT_EXITED: {
-              target: "#container.failed",
-              actions: assign({ error: ({ event }) => event.info.error.message }),
-            },
+            AGENT_EXITED: [
+              // Died between turns: its workspace is as the last turn left it (still warm).
+              { guard: "canRestart", target: "#container.restarting" },
+              {
+                target: "#container.failed",
+                actions: assign({ error: ({ event }) => event.info.error.message }),
+              },
+            ],
           },
         },
         // Just served a session: kept for its follow-up for the reserved window, then idle
@@ -144,10 +168,13 @@ export const containerMachine = setup({
           after: { reservedWindow: "idle" },
           on: {
             ASSIGN: { target: "busy", actions: assign({ task: ({ event }) => event.task }) },
-            AGENT_EXITED: {
-              target: "#container.failed",
-              actions: assign({ error: ({ event }) => event.info.error.message }),
-            },
+            AGENT_EXITED: [
+              { guard: "canRestart", target: "#container.restarting" },
+              {
+                target: "#container.failed",
+                actions: assign({ error: ({ event }) => event.info.error.message }),
+              },
+            ],
           },
         },
         busy: {
@@ -163,6 +190,13 @@ export const containerMachine = setup({
             }),
             onDone: [
               {
+                // Died mid-turn: restart it in place, but the working copy is suspect.
+                guard: ({ context, event }) =>
+                  !event.output.agentAlive && context.restartsInARow < context.maxAgentRestarts,
+                target: "#container.restarting",
+                actions: assign({ task: null, warm: null }),
+              },
+              {
                 guard: ({ event }) => !event.output.agentAlive,
                 target: "#container.failed",
                 actions: assign({ error: "agent died during a turn", task: null, warm: null }),
@@ -171,6 +205,7 @@ export const containerMachine = setup({
                 guard: ({ event }) => event.output.ok,
                 target: "reserved",
                 actions: assign({
+                  restartsInARow: 0,
                   warm: ({ context }) => ({
                     tenant: context.task!.tenant,
                     session: context.task!.session,
@@ -197,6 +232,23 @@ export const containerMachine = setup({
           },
           // Leaving busy any other way than the turn's end (a stop) ends the turn as retryable.
           exit: [({ context }) => context.abort?.abort("shutdown"), assign({ abort: null })],
+        },
+      },
+    },
+    restarting: {
+      entry: assign({
+        restartsInARow: ({ context }) => context.restartsInARow + 1,
+        agentRestarts: ({ context }) => context.agentRestarts + 1,
+      }),
+      invoke: {
+        src: "restartAgent",
+        input: ({ context }) => ({ id: context.id, pool: context.pool, handle: context.handle }),
+        onDone: { target: "up", actions: assign({ handle: ({ event }) => event.output }) },
+        onError: {
+          target: "failed",
+          actions: assign({
+            error: ({ event }) => (event.error as Error)?.message ?? "restart failed",
+          }),
         },
       },
     },
@@ -232,6 +284,7 @@ export function containerStateOf(snapshot: { value: unknown }): ContainerState {
   }
   switch (v) {
     case "starting":
+    case "restarting":
       return "starting";
     case "stopping":
       return "draining";

@@ -86,6 +86,7 @@ export const poolMachine = setup({
                   pool: context.name,
                   task: event.task,
                   reservedWindowMs: context.profile.reservedWindowMs,
+                  maxAgentRestarts: context.profile.maxAgentRestarts,
                 },
               }),
             },

@@ -43,9 +43,9 @@ export function renderTree(t: FleetTree): string {
       for (const c of p.containers) {
         const color = STATE_COLOR[c.state] ?? ((s: string) => s);
         const holds = c.session ? `  ${c.tenant}/${c.session}` : "";
-        out.push(
-          `      └─ ${c.id}  ${color(c.state)}${holds}${c.taskId ? `  task ${c.taskId}` : ""}`,
-        );
+        const task = c.taskId ? `  task ${c.taskId}` : "";
+        const restarts = c.restarts ? dim(`  agent restarts ${c.restarts}`) : "";
+        out.push(`      └─ ${c.id}  ${color(c.state)}${holds}${task}${restarts}`);
       }
     }
   }

@@ -11,7 +11,10 @@ import type { ContainerInfo, OrchestratorStatus } from "../protocol/fleet-messag
 import { liveNodes, orchestratorStatus } from "./fleet-status.js";
 
 /** One container in the tree. */
-export type TreeContainer = Pick<ContainerInfo, "id" | "state" | "tenant" | "session" | "taskId">;
+export type TreeContainer = Pick<
+  ContainerInfo,
+  "id" | "state" | "tenant" | "session" | "taskId" | "restarts"
+>;
 
 /** The whole tree. */
 export interface FleetTree {
@@ -65,12 +68,13 @@ export async function readFleetTree(
         restarts: p.restarts,
         containers: n.containers
           .filter((c) => c.pool === p.name)
-          .map(({ id, state, tenant, session, taskId }) => ({
+          .map(({ id, state, tenant, session, taskId, restarts }) => ({
             id,
             state,
             tenant,
             session,
             taskId,
+            restarts: restarts ?? 0,
           })),
       })),
     })),

@@ -42,6 +42,8 @@ export const ContainerInfoSchema = z.object({
   tenant: z.string().optional(),
   session: z.string().optional(),
   taskId: z.string().optional(),
+  /** Times its agent was restarted in place (healing tier 1). */
+  restarts: z.number().int().nonnegative().optional(),
   updatedAt: z.string(),
 });
 export type ContainerInfo = z.infer<typeof ContainerInfoSchema>;

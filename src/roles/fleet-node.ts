@@ -101,6 +101,24 @@ export class FleetNode {
     );
   }
 
+  /** Starts (or restarts) the agent of container `id` in its workspace directory. */
+  private async startAgent(
+    profile: PoolProfile,
+    id: string,
+    signal: AbortSignal,
+  ): Promise<ContainerHandle> {
+    const workspaceDir = path.join(this.containersDir, id);
+    await mkdir(workspaceDir, { recursive: true });
+    const handle = await this.deps.adapter.start({ id, profile, workspaceDir });
+    this.handlesByDir.set(handle.workspaceDir, handle);
+    // Stopped while starting: nobody else will ever stop this handle.
+    if (signal.aborted) {
+      await handle.stop();
+      throw new Error("stopped while starting");
+    }
+    return handle;
+  }
+
   /** Sessions' files as versioned snapshots in NATS, so any node can serve any session. */
   private async defaultStore(): Promise<WorkspaceStore> {
     const limits = this.options.workspaceLimits;
@@ -122,17 +140,14 @@ export class FleetNode {
       actors: {
         container: containerMachine.provide({
           actors: {
-            startContainer: fromPromise(async ({ input, signal }) => {
-              const workspaceDir = path.join(this.containersDir, input.id);
-              await mkdir(workspaceDir, { recursive: true });
-              const handle = await this.deps.adapter.start({ id: input.id, profile, workspaceDir });
-              this.handlesByDir.set(handle.workspaceDir, handle);
-              // Stopped while starting: nobody else will ever stop this handle.
-              if (signal.aborted) {
-                await handle.stop();
-                throw new Error("stopped while starting");
-              }
-              return handle;
+            startContainer: fromPromise(async ({ input, signal }) =>
+              this.startAgent(profile, input.id, signal),
+            ),
+            // Tier 1: the same container (id, workspace directory) with a new agent process.
+            restartAgent: fromPromise(async ({ input, signal }) => {
+              await input.handle?.stop();
+              this.log.info({ container: input.id }, "restarting the agent in place");
+              return this.startAgent(profile, input.id, signal);
             }),
             runTask: fromPromise(async ({ input }) =>
               this.events.runTask(input, profile, this.store),
@@ -194,6 +209,7 @@ export class FleetNode {
           tenant: holder?.tenant,
           session: holder?.session,
           taskId: c.task?.taskId,
+          restarts: c.agentRestarts,
           updatedAt: isoNow(this.clock),
         });
       }

@@ -25,7 +25,8 @@ describe("the state plane", () => {
   beforeAll(async () => {
     fleet = await TestFleet.start({
       // One container at a time, no reservations: sessions must share and swap it.
-      pools: [{ minIdle: 1, max: 1, reservedWindowMs: 0 }],
+      // No agent restarts in place: a crash must replace the container.
+      pools: [{ minIdle: 1, max: 1, reservedWindowMs: 0, maxAgentRestarts: 0 }],
       workspaceLimits: { maxFileBytes: 64 * 1024 },
       retryBackoffMs: 20,
     });

@@ -104,6 +104,7 @@ function startPool(p: PoolProfile) {
   const handles = new Map<string, FakeHandle>();
   const turns: Array<{ input: RunTaskInput; outcome: Deferred<TaskOutcome> }> = [];
   const stopped: Array<string | null> = [];
+  const restarted: string[] = [];
   /** The states each container went through, in order, as the fleet would see them. */
   const history = new Map<string, ContainerState[]>();
   const waiters = new Set<() => void>();
@@ -128,6 +129,16 @@ function startPool(p: PoolProfile) {
           stopContainer: fromPromise<void, ContainerHandle | null>(async ({ input }) => {
             stopped.push(input?.id ?? null);
             await input?.stop();
+          }),
+          restartAgent: fromPromise<
+            ContainerHandle,
+            { id: string; pool: string; handle: ContainerHandle | null }
+          >(async ({ input }) => {
+            await input.handle?.stop();
+            const h = new FakeHandle(input.id);
+            restarted.push(input.id);
+            handles.set(input.id, h);
+            return h;
           }),
         },
       }),
@@ -208,6 +219,7 @@ function startPool(p: PoolProfile) {
     handles,
     turns,
     stopped,
+    restarted,
     history,
     ids,
     count,
@@ -344,7 +356,7 @@ describe("pool machine", () => {
   });
 
   it("replaces a container whose agent died during a turn", async () => {
-    const pool = startPool(profile({ minIdle: 1, max: 2 }));
+    const pool = startPool(profile({ minIdle: 1, max: 2, maxAgentRestarts: 0 }));
     const h1 = await pool.up("c1");
     pool.actor.getSnapshot().context.containers.c1!.send({ type: "ASSIGN", task: dispatch("t1") });
     pool.turnOf("t1").outcome.resolve({ ok: false, agentAlive: false });
@@ -362,8 +374,37 @@ describe("pool machine", () => {
     expect(pool.count("idle")).toBe(1);
   });
 
+  it("restarts a dead agent in place, then replaces the container when that keeps failing", async () => {
+    const pool = startPool(profile({ minIdle: 0, max: 1, maxAgentRestarts: 1 }));
+    pool.actor.send({ type: "SPAWN", id: "c1", task: dispatch("t1") });
+    const h1 = await pool.up("c1");
+    pool.turnOf("t1").outcome.resolve({ ok: false, agentAlive: false });
+    // Tier 1: the same container with a new agent; its working copy is suspect, so not warm.
+    await pool.until(
+      "c1 restarted",
+      () => pool.restarted.length === 1 && pool.stateOf("c1") === "idle",
+    );
+    expect(h1.stops).toBe(1);
+    expect(pool.contextOf("c1")).toMatchObject({ warm: null, agentRestarts: 1, restartsInARow: 1 });
+    expect(pool.ids()).toEqual(["c1"]);
+
+    // Dies again before a turn succeeds: past the intensity, the pool recreates the container.
+    pool.actor.getSnapshot().context.containers.c1!.send({ type: "ASSIGN", task: dispatch("t2") });
+    pool.turnOf("t2").outcome.resolve({ ok: false, agentAlive: false });
+    await pool.until("c1 replaced", () => !pool.ids().includes("c1"));
+    expect(pool.restarted).toEqual(["c1"]);
+    expect(pool.history.get("c1")).toEqual([
+      "starting",
+      "busy",
+      "starting",
+      "idle",
+      "busy",
+      "failed",
+    ]);
+  });
+
   it("replaces an idle container whose agent exits on its own", async () => {
-    const pool = startPool(profile({ minIdle: 1, max: 2 }));
+    const pool = startPool(profile({ minIdle: 1, max: 2, maxAgentRestarts: 0 }));
     const h1 = await pool.up("c1");
     h1.crash();
     await pool.until("c1 replaced", () => pool.ids().join() === "c2");
