@@ -24,7 +24,10 @@ export interface PoolProfileOptions {
   sandbox?: "auto" | "bwrap" | "none";
   /** How long a container stays reserved for the session it just served. Default 60 000 ms. */
   reservedWindowMs?: number;
-  /** Healing tier 1: agent restarts in place, in a row without a successful turn, before the container is recreated. Default 2. */
+  /**
+   * Healing tier 1: agent restarts in place, in a row without a successful turn, before
+   * the container is recreated. Default 2. Docker pools skip it (the container is the agent).
+   */
   maxAgentRestarts?: number;
   /** Turn deadline when a task names none. Default 300 000 ms. */
   turnTimeoutMs?: number;

@@ -161,8 +161,15 @@ export class FleetNode {
         }),
       },
     });
+    // A Docker container is its agent (one process, removed when it dies, shed on purpose
+    // under memory pressure): there is nothing to restart in place, the pool recreates it.
+    const supervised = profile.kind === "docker" ? { ...profile, maxAgentRestarts: 0 } : profile;
     const actor = createActor(logic, {
-      input: { name: profile.name, profile, newId: () => `${this.id}-${++this.containerCount}` },
+      input: {
+        name: profile.name,
+        profile: supervised,
+        newId: () => `${this.id}-${++this.containerCount}`,
+      },
       clock: this.clock,
       // Every snapshot in the pool's actor system (its containers too) may change what we announce.
       inspect: (ev) => {
