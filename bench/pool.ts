@@ -26,6 +26,7 @@ import { DockerEngine } from "../test/harness/docker-engine.js";
 import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
 import { Completions, LatencyRecorder, type LatencySummary, round } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
+import { progress } from "./lib/report.js";
 
 const PARAMS = {
   sessions: { default: 20, min: 1, help: "new sessions measured per pool kind and mode" },
@@ -193,11 +194,4 @@ function summary(results: Record<string, Record<Mode, RunResult>>, params: Param
     );
   }
   return `${lines.join("\n")}\n  (ms)\n\n`;
-}
-
-const benchStart = performance.now();
-
-function progress(message: string): void {
-  const s = ((performance.now() - benchStart) / 1000).toFixed(1).padStart(6);
-  process.stderr.write(`[${s}s] ${message}\n`);
 }

@@ -1,28 +1,8 @@
-/**
- * `npm run bench -- snapshot`: the snapshot store on a generated workspace (default
- * 200 MB: random binaries, many small random blobs, compressible text, a SQLite-like
- * database with its live `-wal` excluded), against its own nats-server on loopback.
- *
- * Phases, one after the other, in one process:
- * 1. first snapshot into an empty store;
- * 2. a snapshot with nothing changed;
- * 3. a 1 KiB in-place change in a large binary, then a snapshot;
- * 4. another 1 KiB change, snapshot by a freshly opened store (cold in-process cache,
- *    as a new container's process would be);
- * 5. restore of the latest version into an empty directory, then a full comparison
- *    with the source (not timed).
- *
- * "bytes sent" is what the store uploaded: new chunks (after compression) and the
- * manifest when it was new; `wire_out_bytes` / `wire_in_bytes` are the client's own connection
- * counters (protocol and JetStream API traffic included).
- */
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { lstat, mkdir, open, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { findNatsServer } from "../src/adapters/nats-server-binary.js";
@@ -36,6 +16,7 @@ import {
 import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
 import { round } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
+import { commandVersion, gitState, progress } from "./lib/report.js";
 
 const PARAMS = {
   mb: { default: 200, min: 10, help: "workspace size in MB (10^6 bytes)" },
@@ -59,7 +40,7 @@ const SESSION = "s1";
 const MB = 1_000_000;
 const KiB = 1024;
 
-const benchDir = path.dirname(fileURLToPath(import.meta.url));
+const _benchDir = path.dirname(fileURLToPath(import.meta.url));
 
 /** Runs the bench; resolves with the JSON report (and prints the summary on stderr). */
 export async function run(argv: readonly string[]): Promise<object> {
@@ -133,7 +114,10 @@ export async function run(argv: readonly string[]): Promise<object> {
         load_avg_at_start: loadAtStart,
         load_avg_at_end: loadavg().map((l) => round(l, 2)),
       },
-      versions: { nats_server: await natsVersion(binary), git: await gitState() },
+      versions: {
+        nats_server: await commandVersion(binary, /v?(\d+\.\d+\.\d+\S*)/),
+        git: await gitState(),
+      },
       params: {
         ...params,
         compress: true,
@@ -396,32 +380,4 @@ function summary(r: {
     `  ${"restore into empty dir".padEnd(26)} ${`${r.restore.ms.toFixed(0)} ms`.padStart(9)}   ${r.restore.mb_per_s} MB/s, wire in ${mb(r.restore.wire_in_bytes)}\n` +
     `  stored in JetStream: ${mb(r.store.stream_bytes)}; load average ${r.machine.load_avg_at_start[0]} at start\n\n`
   );
-}
-
-async function natsVersion(binary: string): Promise<string | null> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(binary, ["--version"], { timeout: 5_000 });
-    return /v?(\d+\.\d+\.\d+\S*)/.exec(`${stdout}${stderr}`)?.[1] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-async function gitState(): Promise<{ commit: string; src_dirty: boolean } | null> {
-  const git = (...args: string[]) =>
-    promisify(execFile)("git", args, { cwd: benchDir, timeout: 5_000 }).then((r) => r.stdout);
-  try {
-    const commit = (await git("rev-parse", "--short", "HEAD")).trim();
-    const dirty = (await git("status", "--porcelain", "--", "../src")).trim() !== "";
-    return { commit, src_dirty: dirty };
-  } catch {
-    return null;
-  }
-}
-
-const benchStart = performance.now();
-
-function progress(message: string): void {
-  const s = ((performance.now() - benchStart) / 1000).toFixed(1).padStart(6);
-  process.stderr.write(`[${s}s] ${message}\n`);
 }

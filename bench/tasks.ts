@@ -1,30 +1,7 @@
-/**
- * `npm run bench -- tasks`: no-op task throughput (tasks/s) and warm-path latency
- * (submit → result) of a one-node fleet, and side by side in the same run BullMQ on a
- * local redis-server doing the same no-op jobs; the report gives clawfleet/BullMQ ratios.
- *
- * The phases run one after the other, each alone on the machine (the fleet and its
- * nats-server are stopped before redis-server starts):
- * - throughput: `--tasks` tasks spread round robin over `--sessions` sessions, at most
- *   `--window` in flight; tasks/s from the first submit to the last result. clawfleet
- *   runs a session's tasks one at a time, in order; BullMQ has no such order (groups are
- *   a BullMQ Pro feature), so its jobs carry the session only as data.
- * - latency: `--latency` sequential calls on one warm session, submit → result
- *   (clawfleet: `run` through the API; BullMQ: `add` then `waitUntilFinished`).
- *
- * Both sides run in this process (client + every fleet role; producer + worker). The
- * fleet runs with its default durability, which has no off switch: submissions in
- * JetStream, records in KV, task leases renewed while a turn runs, and every step
- * checkpointed before the agent is acknowledged. The fleet options in force (lease
- * timings included) are in the report's `params.clawfleet.options`, and the commit
- * measured in `versions.git`.
- */
-import { execFile } from "node:child_process";
 import { mkdir, readFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { type Job, Queue, QueueEvents, Worker } from "bullmq";
 import {
   ensureNatsServer,
@@ -47,6 +24,7 @@ import {
 } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
 import { ensureRedisServer, redisVersion, startRedisServer } from "./lib/redis-server.js";
+import { commandVersion, gitState, progress } from "./lib/report.js";
 
 const PARAMS = {
   tasks: { default: 2000, min: 1, help: "no-op tasks in the throughput run" },
@@ -414,33 +392,4 @@ async function packageVersion(dir: string): Promise<string | null> {
   } catch {
     return null;
   }
-}
-
-async function commandVersion(binary: string, pattern: RegExp): Promise<string | null> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(binary, ["--version"], { timeout: 5_000 });
-    return pattern.exec(`${stdout}${stderr}`)?.[1] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-/** The commit measured, and whether src/ had uncommitted changes (figures then are of those). */
-async function gitState(): Promise<{ commit: string; src_dirty: boolean } | null> {
-  const git = (...args: string[]) =>
-    promisify(execFile)("git", args, { cwd: benchDir, timeout: 5_000 }).then((r) => r.stdout);
-  try {
-    const commit = (await git("rev-parse", "--short", "HEAD")).trim();
-    const dirty = (await git("status", "--porcelain", "--", "../src")).trim() !== "";
-    return { commit, src_dirty: dirty };
-  } catch {
-    return null;
-  }
-}
-
-const benchStart = performance.now();
-
-function progress(message: string): void {
-  const s = ((performance.now() - benchStart) / 1000).toFixed(1).padStart(6);
-  process.stderr.write(`[${s}s] ${message}\n`);
 }
