@@ -21,6 +21,8 @@ import { ClawfleetError } from "../errors.js";
 import { emptyDir, type WorkspaceStore } from "./local-workspace-store.js";
 import { SnapshotErrorCodes, type SnapshotStore, type VersionInfo } from "./snapshot-store.js";
 
+const PRUNE_EVERY = 10;
+
 /** Options of an {@link ObjectWorkspaceStore}. */
 export interface ObjectWorkspaceStoreOptions {
   /** Paths never stored (see `compileExclude`), e.g. `SQLITE_LIVE_FILES`. */
@@ -110,7 +112,9 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
       ...(parent === undefined ? {} : { parent }),
     });
     this.lineage.set(dir, { tenant, session, version: info.version });
-    if (this.options.keepLast !== undefined) {
+    // Pruning lists the session's versions: do it every tenth version, not on every turn's
+    // hot path (a session holds at most keepLast + 10 versions in between).
+    if (this.options.keepLast !== undefined && info.version % PRUNE_EVERY === 0) {
       await this.snapshots.prune(tenant, session, {
         keepLast: this.options.keepLast,
         ...(this.options.keepKnownGood === undefined
