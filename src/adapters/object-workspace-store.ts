@@ -21,8 +21,6 @@ import { ClawfleetError } from "../errors.js";
 import { emptyDir, type WorkspaceStore } from "./local-workspace-store.js";
 import { SnapshotErrorCodes, type SnapshotStore, type VersionInfo } from "./snapshot-store.js";
 
-const PRUNE_EVERY = 10;
-
 /** Options of an {@link ObjectWorkspaceStore}. */
 export interface ObjectWorkspaceStoreOptions {
   /** Paths never stored (see `compileExclude`), e.g. `SQLITE_LIVE_FILES`. */
@@ -31,6 +29,8 @@ export interface ObjectWorkspaceStoreOptions {
   readonly quiesce?: (dir: string) => Promise<void>;
   /** After each save, keep only this many versions (plus `keepKnownGood`). Default: keep all. */
   readonly keepLast?: number;
+  /** Prune after every this many versions. Default 10. */
+  readonly pruneEvery?: number;
   /** Known-good versions kept by that pruning besides the last `keepLast`. Default 1. */
   readonly keepKnownGood?: number;
 }
@@ -112,9 +112,12 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
       ...(parent === undefined ? {} : { parent }),
     });
     this.lineage.set(dir, { tenant, session, version: info.version });
-    // Pruning lists the session's versions: do it every tenth version, not on every turn's
-    // hot path (a session holds at most keepLast + 10 versions in between).
-    if (this.options.keepLast !== undefined && info.version % PRUNE_EVERY === 0) {
+    // Pruning lists the session's versions: not on every turn's hot path, but every
+    // `pruneEvery` versions (a session holds at most keepLast + pruneEvery in between).
+    if (
+      this.options.keepLast !== undefined &&
+      info.version % (this.options.pruneEvery ?? 10) === 0
+    ) {
       await this.snapshots.prune(tenant, session, {
         keepLast: this.options.keepLast,
         ...(this.options.keepKnownGood === undefined

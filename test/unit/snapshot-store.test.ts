@@ -611,6 +611,7 @@ describe("ObjectWorkspaceStore", () => {
         quiesced.push(d);
       },
       keepLast: 2,
+      pruneEvery: 1,
     });
     const ws = path.join(scratch, "container-1");
     await mkdir(ws, { recursive: true });
