@@ -7,7 +7,7 @@
  * each record in KV says where its task stands.
  */
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
-import type { Msg, Subscription } from "@nats-io/nats-core";
+import type { Subscription } from "@nats-io/nats-core";
 import { type Actor, createActor, fromPromise } from "xstate";
 import {
   type DispatchInput,
@@ -17,10 +17,9 @@ import {
 } from "../actors/task-machine.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
 import { isCasConflict, retryTransient } from "../adapters/nats-retry.js";
-import { SnapshotStore } from "../adapters/snapshot-store.js";
 import { TaskLease, taskLeaseKey } from "../adapters/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
-import { type ErrorInfo, NotFoundError, toErrorInfo } from "../errors.js";
+import { type ErrorInfo, toErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import { isTerminal, type TaskRecord, TaskRecordSchema } from "../protocol/api-schemas.js";
@@ -29,15 +28,17 @@ import {
   DispatchReplySchema,
   type DispatchRequest,
   type OrchestratorStatus,
-  type Submission,
   SubmissionSchema,
   TaskEventSchema,
   type TimelineEvent,
 } from "../protocol/fleet-messages.js";
 import { Healer } from "../supervisor/healer.js";
+import { serveControlRequests } from "./control-requests.js";
 import { INTAKE_ACK_WAIT_MS, openEvents, openIntake } from "./durable-consumers.js";
 import { LivenessMonitor, type RunningAttempt } from "./liveness-monitor.js";
 import { PlacementClaims } from "./placement-claims.js";
+import { startSnapshotJanitor } from "./snapshot-janitor.js";
+import { cancelUnopened, newRecord, safeJson } from "./task-records.js";
 
 /** Codes of lost attempts that say nothing about the session itself. */
 const INFRASTRUCTURE_FAILURES = new Set([
@@ -73,8 +74,6 @@ export class TaskScheduler {
   private readonly liveness: LivenessMonitor;
   private readonly healer: Healer;
   private readonly placements: Record<string, number> = {};
-  private snapshots: SnapshotStore | null = null;
-  private gcRunning = false;
   private readonly claims = new PlacementClaims();
   private readonly stoppers: Array<() => void> = [];
   private readonly subs: Subscription[] = [];
@@ -121,17 +120,10 @@ export class TaskScheduler {
 
   /** Opens the streams and watches and starts placing tasks. */
   async start(): Promise<void> {
-    const { nc, subjects } = this.nats;
     this.subs.push(
-      nc.subscribe(subjects.ctl("cancel"), {
-        queue: "orchestrator",
-        callback: (_e, m) => this.onCancel(m),
-      }),
-    );
-    this.subs.push(
-      nc.subscribe(subjects.ctl("status"), {
-        queue: "orchestrator",
-        callback: (_e, m) => this.onStatus(m),
+      ...serveControlRequests(this.nats, {
+        status: () => this.status(new Date(this.leadingSince).toISOString()),
+        cancel: (taskId) => this.cancel(taskId),
       }),
     );
     await this.healer.start((tenant, session, on) => {
@@ -149,7 +141,13 @@ export class TaskScheduler {
     void this.drain(events, (m) => this.applyEvent(m));
     this.stoppers.push(every(this.clock, INTAKE_ACK_WAIT_MS / 3, () => this.keepAlive()));
     this.stoppers.push(
-      every(this.clock, this.options.snapshotGcIntervalMs, () => void this.collectGarbage()),
+      startSnapshotJanitor(
+        this.nats,
+        this.options.prefix,
+        this.options.snapshotGcIntervalMs,
+        this.clock,
+        this.log,
+      ),
     );
   }
 
@@ -374,25 +372,6 @@ export class TaskScheduler {
     this.schedule();
   }
 
-  /** The leader sweeps snapshot chunks no version references (one sweep at a time). */
-  private async collectGarbage(): Promise<void> {
-    if (this.gcRunning) return;
-    this.gcRunning = true;
-    try {
-      this.snapshots ??= await SnapshotStore.open(
-        this.nats.nc,
-        { prefix: this.options.prefix },
-        this.clock,
-      );
-      const report = await this.snapshots.gc();
-      this.log.info({ ...report }, "snapshot garbage collected");
-    } catch (err) {
-      this.log.warn({ err: toErrorInfo(err) }, "snapshot garbage collection failed");
-    } finally {
-      this.gcRunning = false;
-    }
-  }
-
   /** Publishes a line of the task's timeline; losing one is logged, never fatal. */
   private publishTimeline(event: TimelineEvent): void {
     const msgID = `${event.taskId}/${event.attempt}/${event.type}`;
@@ -574,68 +553,12 @@ export class TaskScheduler {
 
   // ---- control requests ---------------------------------------------------------------
 
-  private onStatus(m: Msg): void {
-    m.respond(JSON.stringify(this.status(new Date(this.leadingSince).toISOString())));
-  }
-
-  private onCancel(m: Msg): void {
-    const reply = (body: unknown) => m.respond(JSON.stringify(body));
-    const taskId = (safeJson(m) as { taskId?: unknown } | undefined)?.taskId;
-    if (typeof taskId !== "string")
-      return void reply({
-        ok: false,
-        error: { code: "INVALID_REQUEST", message: "taskId required" },
-      });
-    this.cancel(taskId)
-      .then((task) => reply({ ok: true, task }))
-      .catch((err) => reply({ ok: false, error: toErrorInfo(err) }));
-  }
-
   private async cancel(taskId: string): Promise<TaskRecord> {
     const t = this.tasks.get(taskId);
     if (t) {
       t.actor.send({ type: "CANCEL" });
       return t.done;
     }
-    const kv = this.nats.kv.tasks;
-    const entry = await kv.get(taskId);
-    if (entry?.operation !== "PUT") throw new NotFoundError(`no task ${taskId}`);
-    const record = TaskRecordSchema.parse(entry.json());
-    if (isTerminal(record.status)) return record;
-    // Submitted but not taken in yet: end it here; intake will find it finished.
-    const canceled: TaskRecord = {
-      ...record,
-      status: "canceled",
-      finishedAt: isoNow(this.clock),
-      error: { code: "CANCELED", message: "canceled by request" },
-    };
-    await kv.update(taskId, JSON.stringify(canceled), entry.revision);
-    await this.nats.js.publish(this.nats.subjects.result(taskId), JSON.stringify(canceled), {
-      msgID: taskId,
-    });
-    return canceled;
-  }
-}
-
-function newRecord(sub: Submission): TaskRecord {
-  return {
-    taskId: sub.taskId,
-    tenant: sub.tenant,
-    session: sub.session,
-    status: "queued",
-    priority: sub.priority,
-    attempts: 0,
-    steps: 0,
-    timeoutMs: sub.timeoutMs,
-    createdAt: sub.createdAt,
-    history: [],
-  };
-}
-
-function safeJson(m: { json<T>(): T }): unknown {
-  try {
-    return m.json();
-  } catch {
-    return undefined;
+    return cancelUnopened(this.nats, this.clock, taskId);
   }
 }
