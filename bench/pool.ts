@@ -1,17 +1,3 @@
-/**
- * `npm run bench -- pool`: how long a new session waits for its agent. For the
- * process pool and the Docker pool, each with a warm pool (an idle container
- * started ahead, `minIdle` 1) and cold (`minIdle` 0: the task starts its own
- * container), it measures submit → the task's first step event, one new session
- * at a time, and prints the JSON report on stdout (summary on stderr).
- *
- * Each of the four runs has its own nats-server and one-node fleet, stopped
- * before the next starts. The Docker runs use `$DOCKER_HOST` or
- * /var/run/docker.sock when an engine answers there, else a private dockerd
- * started like the tests do (Debian docker.io, no bridge, own data root), and
- * the agent image `clawfleet image build` makes (built first when out of date).
- */
-import { cpus, totalmem } from "node:os";
 import path from "node:path";
 import {
   FleetClient,
@@ -26,7 +12,7 @@ import { DockerEngine } from "../test/harness/docker-engine.js";
 import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
 import { Completions, LatencyRecorder, type LatencySummary, round } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
-import { progress } from "./lib/report.js";
+import { machineInfo, progress } from "./lib/report.js";
 
 const PARAMS = {
   sessions: { default: 20, min: 1, help: "new sessions measured per pool kind and mode" },
@@ -82,12 +68,7 @@ export async function run(argv: readonly string[]): Promise<object> {
       bench: "pool",
       date: startedAt.toISOString(),
       duration_s: round((performance.now() - t0) / 1000, 1),
-      machine: {
-        cpus: cpus().length,
-        cpu_model: cpus()[0]?.model.trim() ?? null,
-        memory_gib: round(totalmem() / 2 ** 30, 1),
-        node: process.version,
-      },
+      machine: machineInfo(),
       versions: { docker_engine: version.Version, agent_image: image.id.slice(7, 19) },
       params: {
         ...params,

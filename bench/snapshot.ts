@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { lstat, mkdir, open, readdir, readFile, readlink, writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -16,7 +16,7 @@ import {
 import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
 import { round } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
-import { commandVersion, gitState, progress } from "./lib/report.js";
+import { commandVersion, gitState, machineInfo, progress } from "./lib/report.js";
 
 const PARAMS = {
   mb: { default: 200, min: 10, help: "workspace size in MB (10^6 bytes)" },
@@ -105,11 +105,7 @@ export async function run(argv: readonly string[]): Promise<object> {
       date: startedAt.toISOString(),
       duration_s: round((performance.now() - t0) / 1000, 1),
       machine: {
-        cpus: cpus().length,
-        cpu_model: cpus()[0]?.model.trim() ?? null,
-        memory_gib: round(totalmem() / 2 ** 30, 1),
-        node: process.version,
-        platform: `${process.platform}-${process.arch}`,
+        ...machineInfo(),
         // Other work on the machine skews timings; these say how busy it was.
         load_avg_at_start: loadAtStart,
         load_avg_at_end: loadavg().map((l) => round(l, 2)),

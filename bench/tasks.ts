@@ -1,5 +1,4 @@
 import { mkdir, readFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Job, Queue, QueueEvents, Worker } from "bullmq";
@@ -24,7 +23,7 @@ import {
 } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
 import { ensureRedisServer, redisVersion, startRedisServer } from "./lib/redis-server.js";
-import { commandVersion, gitState, progress } from "./lib/report.js";
+import { commandVersion, gitState, machineInfo, progress } from "./lib/report.js";
 
 const PARAMS = {
   tasks: { default: 2000, min: 1, help: "no-op tasks in the throughput run" },
@@ -85,13 +84,7 @@ export async function run(argv: readonly string[]): Promise<object> {
       bench: "tasks",
       date: startedAt.toISOString(),
       duration_s: round((performance.now() - t0) / 1000, 1),
-      machine: {
-        cpus: cpus().length,
-        cpu_model: cpus()[0]?.model.trim() ?? null,
-        memory_gib: round(totalmem() / 2 ** 30, 1),
-        node: process.version,
-        platform: `${process.platform}-${process.arch}`,
-      },
+      machine: machineInfo(),
       versions: {
         clawfleet: await packageVersion(".."),
         nats_server: await commandVersion(natsBinary, /v?(\d+\.\d+\.\d+\S*)/),

@@ -3,6 +3,7 @@
  * versions of the tools it ran, and the commit it measured.
  */
 import { execFile } from "node:child_process";
+import { cpus, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -37,4 +38,15 @@ export async function gitState(): Promise<{ commit: string; src_dirty: boolean }
   } catch {
     return null;
   }
+}
+
+/** The machine a bench ran on. */
+export function machineInfo() {
+  return {
+    cpus: cpus().length,
+    cpu_model: cpus()[0]?.model.trim() ?? null,
+    memory_gib: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+  };
 }

@@ -15,7 +15,7 @@
 import { assign, emit, fromPromise, setup } from "xstate";
 import type { ErrorInfo } from "../errors.js";
 import type { AttemptRecord, Priority, Rung, TaskRecord } from "../protocol/api-schemas.js";
-import type { DispatchReply } from "../protocol/fleet-messages.js";
+import type { DispatchReply, DispatchRequest } from "../protocol/fleet-messages.js";
 
 /** Where the orchestrator decided to run the next attempt. */
 export interface Placement {
@@ -81,6 +81,22 @@ export interface DispatchInput {
   readonly input: string;
   readonly placement: Placement;
   readonly attempt: number;
+}
+
+/** The node's view of one dispatch: what the runtime sends for `input`. */
+export function dispatchRequestOf(input: DispatchInput): DispatchRequest {
+  const { record, placement } = input;
+  return {
+    taskId: record.taskId,
+    attempt: input.attempt,
+    tenant: record.tenant,
+    session: record.session,
+    input: input.input,
+    timeoutMs: record.timeoutMs,
+    rung: placement.rung,
+    pool: placement.pool,
+    container: placement.container,
+  };
 }
 
 const MAX_BACKOFF_MS = 30_000;

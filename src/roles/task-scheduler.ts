@@ -11,6 +11,7 @@ import type { Subscription } from "@nats-io/nats-core";
 import { type Actor, createActor, fromPromise } from "xstate";
 import {
   type DispatchInput,
+  dispatchRequestOf,
   priorityRank,
   taskMachine,
   taskRecordOf,
@@ -432,15 +433,7 @@ export class TaskScheduler {
   private async dispatch(input: DispatchInput): Promise<DispatchReply> {
     const { record, placement } = input;
     const req: DispatchRequest = {
-      taskId: record.taskId,
-      attempt: input.attempt,
-      tenant: record.tenant,
-      session: record.session,
-      input: input.input,
-      timeoutMs: record.timeoutMs,
-      rung: placement.rung,
-      pool: placement.pool,
-      container: placement.container,
+      ...dispatchRequestOf(input),
       repair: this.tasks.get(record.taskId)?.repair || undefined,
     };
     const open = this.tasks.get(record.taskId);

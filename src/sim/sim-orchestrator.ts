@@ -16,6 +16,7 @@
 import { type Actor, createActor, fromPromise } from "xstate";
 import {
   type DispatchInput,
+  dispatchRequestOf,
   priorityRank,
   taskMachine,
   taskRecordOf,
@@ -209,17 +210,6 @@ export class SimOrchestrator {
   }
 
   private dispatch(input: DispatchInput): DispatchReply {
-    const { record, placement } = input;
-    return this.node.dispatch({
-      taskId: record.taskId,
-      attempt: input.attempt,
-      tenant: record.tenant,
-      session: record.session,
-      input: input.input,
-      timeoutMs: record.timeoutMs,
-      rung: placement.rung,
-      pool: placement.pool,
-      container: placement.container,
-    });
+    return this.node.dispatch(dispatchRequestOf(input));
   }
 }

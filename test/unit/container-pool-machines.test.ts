@@ -12,22 +12,7 @@ import type { ContainerHandle, ExitInfo } from "../../src/adapters/pool-adapter.
 import { RetryableError } from "../../src/errors.js";
 import { type PoolProfile, resolvePoolProfile } from "../../src/fleet-options.js";
 import type { ContainerState, DispatchRequest } from "../../src/protocol/fleet-messages.js";
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: unknown): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { type Deferred, deferred } from "../harness/deferred.js";
 
 /** A container handle that runs nothing: the test's `runTask` decides how turns end. */
 class FakeHandle implements ContainerHandle {

@@ -10,22 +10,7 @@ import {
 } from "../../src/actors/task-machine.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import type { DispatchReply } from "../../src/protocol/fleet-messages.js";
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: unknown): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { type Deferred, deferred } from "../harness/deferred.js";
 
 const T0 = Date.UTC(2030, 0, 1);
 const BACKOFF = 100;
