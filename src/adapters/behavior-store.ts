@@ -46,6 +46,12 @@ export function hashFiles(files: Record<string, string>): string {
   return `sha256:${h.digest("hex").slice(0, 32)}`;
 }
 
+/** A change to a behaviour set: files added or replaced, files removed. */
+export interface BehaviorChange {
+  readonly set?: Readonly<Record<string, string>>;
+  readonly remove?: readonly string[];
+}
+
 /** Reads and changes behaviour sets in the behaviours bucket. */
 export class BehaviorStore {
   constructor(private readonly kv: KV) {}
@@ -65,9 +71,34 @@ export class BehaviorStore {
   async change(
     tenant: string,
     profile: string,
-    change: { set?: Record<string, string>; remove?: string[] },
+    change: BehaviorChange,
     now: string,
   ): Promise<BehaviorSet> {
+    return (await this.apply(tenant, profile, change, now)) as BehaviorSet;
+  }
+
+  /**
+   * Like {@link change}, but only if the latest version is still `version`
+   * (0: nothing was ever set); null when it is not. For changes made on what
+   * a version held, such as a repair, that must not undo a newer one.
+   */
+  changeIfCurrent(
+    tenant: string,
+    profile: string,
+    version: number,
+    change: BehaviorChange,
+    now: string,
+  ): Promise<BehaviorSet | null> {
+    return this.apply(tenant, profile, change, now, version);
+  }
+
+  private async apply(
+    tenant: string,
+    profile: string,
+    change: BehaviorChange,
+    now: string,
+    ifVersion?: number,
+  ): Promise<BehaviorSet | null> {
     for (const name of Object.keys(change.set ?? {})) {
       if (!FileName.safeParse(name).success)
         throw new ValidationError(`invalid behaviour file name: ${name}`);
@@ -75,6 +106,7 @@ export class BehaviorStore {
     for (let tries = 0; ; tries++) {
       const k = key(tenant, profile);
       const entry = await this.kv.get(k);
+      if (ifVersion !== undefined && (entry?.revision ?? 0) !== ifVersion) return null;
       const current = entry?.operation === "PUT" ? BehaviorSetSchema.parse(entry.json()).files : {};
       const files: Record<string, string> = { ...current, ...change.set };
       for (const name of change.remove ?? []) delete files[name];

@@ -6,6 +6,9 @@
  *
  * Plain-text input is appended to `memory.md` and answered `turn <n>: <input>`
  * (one step). Script input (see scripted-script.ts) runs one step per op.
+ * Every turn first reads the session config `agent.json` and checks its
+ * behaviour files; it exits with code 78 when either is invalid (see
+ * scripted-config.ts).
  *
  * Turn counting: the count lives in {@link AGENT_STATE_FILE} in the workspace as
  * `{turns, lastTaskId}`, so it moves with the workspace. A turn increments it
@@ -31,6 +34,12 @@ import {
   HostMessageSchema,
   type TurnMessageSchema,
 } from "../protocol/agent-protocol.js";
+import {
+  checkScriptedBehavior,
+  EXIT_CONFIG,
+  InvalidAgentConfig,
+  readScriptedConfig,
+} from "./scripted-config.js";
 import { parseAgentInput, resolveWorkspacePath, type ScriptOp } from "./scripted-script.js";
 
 /** The workspace file holding the session's turn count. */
@@ -187,6 +196,11 @@ class ScriptedAgent {
       send({ type: "result", taskId, output });
     } catch (err) {
       this.databases.closeAll();
+      if (err instanceof InvalidAgentConfig) {
+        // As a real agent would: it does not run with a config it cannot trust.
+        diag(`invalid config, exiting: ${err.message}`);
+        process.exit(EXIT_CONFIG);
+      }
       const retryable = err instanceof ClawfleetError ? err.retryable : true;
       if (!(err instanceof ClawfleetError)) diag(`turn ${taskId} failed: ${String(err)}`);
       send({ type: "error", taskId, error: toErrorInfo(err), retryable });
@@ -197,14 +211,22 @@ class ScriptedAgent {
 
   private async runTurn(run: RunningTurn): Promise<string> {
     const { turn } = run;
+    const config = await readScriptedConfig(this.workspace);
+    checkScriptedBehavior(turn.behavior);
     const input = parseAgentInput(turn.input);
+    if (input.kind === "script" && input.ops.length > config.maxSteps) {
+      throw new TerminalError(
+        ErrorCodes.INVALID_SCRIPT,
+        `the script has ${input.ops.length} ops; agent.json allows ${config.maxSteps}`,
+      );
+    }
     if (input.kind === "text") {
       const checkpointed = turn.resumeAfter >= 1 ? turn.steps[0] : undefined;
       if (typeof checkpointed === "string") return checkpointed;
       const n = await this.countTurn(turn.taskId, (next) =>
         appendFile(path.join(this.workspace, MEMORY_FILE), `## turn ${next}\n\n${input.text}\n\n`),
       );
-      const output = `turn ${n}: ${input.text}`;
+      const output = `${config.replyPrefix}turn ${n}: ${input.text}`;
       if (turn.resumeAfter < 1) {
         send({ type: "step", step: 1, name: "text", output });
         await run.waitAck(1);

@@ -52,7 +52,10 @@ export function renderTree(t: FleetTree): string {
   if (t.sessions.length > 0) {
     out.push("healing");
     for (const s of t.sessions) {
-      const tier = s.tier >= 4 ? paint(31)(`tier ${s.tier}`) : paint(33)(`tier ${s.tier}`);
+      const tier =
+        s.tier === 0
+          ? paint(32)(`healthy since ${s.recoveredAt ?? "?"}`)
+          : paint(s.tier >= 4 ? 31 : 33)(`tier ${s.tier}`);
       out.push(
         `└─ ${s.tenant}/${s.session}  ${tier}  recreated ${s.restarts.recreate}, repaired ${s.restarts.repair}`,
       );

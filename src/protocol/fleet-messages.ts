@@ -110,6 +110,8 @@ export const TaskEventTypeSchema = z.enum([
   "log",
   "succeeded",
   "failed",
+  /** Healing tier 3: what the repair reset before the turn started over. */
+  "repaired",
 ]);
 
 /** Node → orchestrator (through the events stream): what happened to one attempt. */
@@ -146,9 +148,11 @@ export const OrchestratorStatusSchema = z.object({
       z.object({
         tenant: z.string(),
         session: z.string(),
+        /** 0 once it recovered (kept in view for one healing window), else its tier. */
         tier: z.number(),
         restarts: z.object({ recreate: z.number(), repair: z.number() }),
         history: z.array(z.record(z.string(), z.unknown())),
+        recoveredAt: z.string().optional(),
       }),
     )
     .default([]),
@@ -157,13 +161,23 @@ export type OrchestratorStatus = z.infer<typeof OrchestratorStatusSchema>;
 
 /** Orchestrator- and gateway-side lines of a task's timeline (`<prefix>.events.timeline.<taskId>`). */
 export const TimelineEventSchema = z.object({
-  type: z.enum(["submitted", "placed", "requeued", "succeeded", "failed", "canceled"]),
+  type: z.enum([
+    "submitted",
+    "placed",
+    "requeued",
+    /** The session's healing ladder judged a lost attempt: `tier` and its remedy. */
+    "healing",
+    "succeeded",
+    "failed",
+    "canceled",
+  ]),
   taskId: z.string(),
   attempt: z.number().int().nonnegative(),
   at: z.string(),
   node: z.string().optional(),
   container: z.string().optional(),
   rung: RungSchema.optional(),
+  tier: z.number().int().min(1).max(4).optional(),
   delayMs: z.number().optional(),
   error: ErrorInfoSchema.optional(),
   message: z.string().optional(),

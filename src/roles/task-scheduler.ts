@@ -33,7 +33,7 @@ import {
   TaskEventSchema,
   type TimelineEvent,
 } from "../protocol/fleet-messages.js";
-import { Healer } from "../supervisor/healer.js";
+import { HEALING_TIERS, Healer } from "../supervisor/healer.js";
 import { serveControlRequests } from "./control-requests.js";
 import { INTAKE_ACK_WAIT_MS, openEvents, openIntake } from "./durable-consumers.js";
 import { LivenessMonitor, type RunningAttempt } from "./liveness-monitor.js";
@@ -516,6 +516,16 @@ export class TaskScheduler {
         (decision) => {
           if (decision === "repair") t.repair = true;
           if (decision === "quarantined") this.quarantineOpen(t.sessionKey);
+          const tier = HEALING_TIERS[decision];
+          this.publishTimeline({
+            type: "healing",
+            taskId: r.taskId,
+            attempt,
+            at: isoNow(this.clock),
+            tier: tier.tier,
+            message: tier.message,
+            ...(error ? { error } : {}),
+          });
         },
         (err) => this.log.error({ err: toErrorInfo(err), taskId: r.taskId }, "healing failed"),
       )

@@ -12,6 +12,10 @@
  * 4. after a success, checks the lease once more, saves the session's files,
  *    and publishes the result. A failed turn leaves the session's files as
  *    they were; a retryable one keeps its checkpoints for the next attempt.
+ *
+ * An attempt sent to repair (healing tier 3) drops the checkpoints, repairs the
+ * behaviour files and, once the last known-good version is restored, the
+ * session config (see session-repair.ts).
  */
 import type { RunTaskInput, TaskOutcome } from "../actors/container-machine.js";
 import { BehaviorStore } from "../adapters/behavior-store.js";
@@ -22,11 +26,18 @@ import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
 import { retryTransient } from "../adapters/nats-retry.js";
 import type { TurnHooks } from "../adapters/pool-adapter.js";
 import { LeaseLostError, TaskLease } from "../adapters/task-lease.js";
+import { agentRuntime } from "../agents/agent-runtime.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import type { SessionEntry, TaskEvent } from "../protocol/fleet-messages.js";
+import {
+  type BehaviorRepair,
+  describeRepair,
+  repairBehavior,
+  repairConfig,
+} from "../supervisor/session-repair.js";
 
 const RETRY_ATTEMPTS = 20;
 
@@ -70,7 +81,7 @@ export class TurnRunner {
     try {
       const owner = `${this.nodeId}/${containerId}`;
       // Both fence older attempts off on their own, so they need not wait for each other.
-      const [held, checkpoints, behavior] = await Promise.all([
+      const [held, checkpoints, latestBehavior] = await Promise.all([
         this.retry(() =>
           TaskLease.acquire(
             this.nats.kv.leases,
@@ -86,6 +97,21 @@ export class TurnRunner {
         this.retry(() => this.behaviors.get(tenant, profile.name)),
       ]);
       lease = held;
+      const runtime = agentRuntime(profile.runtime);
+      let behavior = latestBehavior;
+      let behaviorRepair: BehaviorRepair | null = null;
+      if (task.repair) {
+        behaviorRepair = await this.retry(() =>
+          repairBehavior(
+            this.behaviors,
+            runtime,
+            { tenant, profile: profile.name },
+            latestBehavior,
+            isoNow(this.clock),
+          ),
+        );
+        if (behaviorRepair) behavior = behaviorRepair.behavior;
+      }
       await event({ type: "started", behavior: behavior.hash });
       stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
 
@@ -116,6 +142,15 @@ export class TurnRunner {
           warm.session === session &&
           (await this.retry(() => store.isCurrent(tenant, session, handle.workspaceDir)));
         if (!current) await this.retry(() => store.restore(tenant, session, handle.workspaceDir));
+      }
+      if (task.repair) {
+        // The workspace is the last known-good version now; its config may still be bad.
+        const configRepair = runtime.config
+          ? await repairConfig(handle.workspaceDir, runtime.config)
+          : null;
+        const message = describeRepair(configRepair, behaviorRepair);
+        log.warn({ repair: message }, "repaired the session");
+        await event({ type: "repaired", message });
       }
 
       const hooks: TurnHooks = {

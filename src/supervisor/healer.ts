@@ -26,6 +26,26 @@ export interface LostAttempt {
 /** How the next attempt should run, or that there is none. */
 export type HealingDecision = "recreate" | "repair" | "quarantined";
 
+/** Each decision's tier and a line for the task's timeline. */
+export const HEALING_TIERS: Readonly<
+  Record<HealingDecision, { readonly tier: 2 | 3 | 4; readonly message: string }>
+> = {
+  recreate: {
+    tier: 2,
+    message:
+      "tier 2 recreate: the next attempt restores the session and resumes after its last checkpoint",
+  },
+  repair: {
+    tier: 3,
+    message:
+      "tier 3 repair: the next attempt starts over from the last known-good version, config and behaviour repaired",
+  },
+  quarantined: {
+    tier: 4,
+    message: "tier 4 alert: the session is quarantined until a person releases it",
+  },
+};
+
 /** Session supervision for one leadership term. */
 export class Healer {
   private readonly ladder: SessionSupervisor;

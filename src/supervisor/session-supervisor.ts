@@ -12,8 +12,10 @@
  * - tier 4, alert: the task fails with `SESSION_QUARANTINED`, a critical alert
  *   with a post-mortem is raised, and the session takes no work until released.
  *
- * A success resets the session's ladder. State is per leadership term: a new
- * leader starts every session at tier 2 again (quarantines are durable in KV).
+ * A success resets the session's ladder; the session stays in view as healthy
+ * (tier 0) with its history for one window, so a person can see what healed it.
+ * State is per leadership term: a new leader starts every session at tier 2
+ * again (quarantines are durable in KV).
  */
 import type { Clock } from "../clock.js";
 import type { ErrorInfo } from "../errors.js";
@@ -49,20 +51,25 @@ export type Remedy =
     };
 
 interface SessionHealth {
-  tier: 2 | 3 | 4;
-  readonly recreate: RestartIntensity;
-  readonly repair: RestartIntensity;
+  /** 0: recovered (kept in view for a window), else the tier it is at. */
+  tier: 0 | 2 | 3 | 4;
+  recreate: RestartIntensity;
+  repair: RestartIntensity;
   readonly history: TierEntry[];
-  readonly lastErrors: ErrorInfo[];
+  lastErrors: ErrorInfo[];
+  recoveredAt?: number;
 }
 
 /** A session's place on the ladder, as the tree shows it. */
 export interface SessionHealthView {
   readonly tenant: string;
   readonly session: string;
+  /** 0 once it recovered, else the tier it is at. */
   readonly tier: number;
   readonly restarts: { readonly recreate: number; readonly repair: number };
   readonly history: readonly TierEntry[];
+  /** When its last climb ended in a success. */
+  readonly recoveredAt?: string;
 }
 
 const KEEP = 20;
@@ -83,16 +90,14 @@ export class SessionSupervisor {
     lost: { taskId: string; attempt: number; error: ErrorInfo },
   ): Remedy {
     const key = `${tenant}/${session}`;
+    this.prune();
     let s = this.sessions.get(key);
     if (!s) {
-      s = {
-        tier: 2,
-        recreate: new RestartIntensity(this.options.recreateMax, this.options.windowMs, this.clock),
-        repair: new RestartIntensity(this.options.repairMax, this.options.windowMs, this.clock),
-        history: [],
-        lastErrors: [],
-      };
+      s = { tier: 2, ...this.freshLadder(), history: [], lastErrors: [] };
       this.sessions.set(key, s);
+    } else if (s.tier === 0) {
+      // Failing again after a recovery: a new climb from the bottom, the history kept.
+      Object.assign(s, { tier: 2, ...this.freshLadder(), lastErrors: [], recoveredAt: undefined });
     }
     push(s.lastErrors, lost.error);
     const at = new Date(this.clock.now()).toISOString();
@@ -121,13 +126,17 @@ export class SessionSupervisor {
     return { kind: "quarantine", history: [...s.history], lastErrors: [...s.lastErrors] };
   }
 
-  /** The session works again: back to the bottom of the ladder. */
+  /** The session works again: back to the bottom of the ladder, still in view for a window. */
   healthy(tenant: string, session: string): void {
-    this.sessions.delete(`${tenant}/${session}`);
+    const s = this.sessions.get(`${tenant}/${session}`);
+    if (!s || s.tier === 0) return;
+    s.tier = 0;
+    s.recoveredAt = this.clock.now();
   }
 
-  /** Every session under supervision (climbing, or quarantined this term). */
+  /** Every session under supervision (climbing, quarantined, or recovered within the window). */
   view(): SessionHealthView[] {
+    this.prune();
     return [...this.sessions.entries()].map(([key, s]) => {
       const [tenant = "", session = ""] = key.split("/");
       return {
@@ -136,8 +145,27 @@ export class SessionSupervisor {
         tier: s.tier,
         restarts: { recreate: s.recreate.recent, repair: s.repair.recent },
         history: [...s.history],
+        ...(s.recoveredAt === undefined
+          ? {}
+          : { recoveredAt: new Date(s.recoveredAt).toISOString() }),
       };
     });
+  }
+
+  private freshLadder(): Pick<SessionHealth, "recreate" | "repair"> {
+    return {
+      recreate: new RestartIntensity(this.options.recreateMax, this.options.windowMs, this.clock),
+      repair: new RestartIntensity(this.options.repairMax, this.options.windowMs, this.clock),
+    };
+  }
+
+  /** Forgets sessions that recovered more than a window ago. */
+  private prune(): void {
+    const now = this.clock.now();
+    for (const [key, s] of this.sessions) {
+      if (s.recoveredAt !== undefined && now - s.recoveredAt > this.options.windowMs)
+        this.sessions.delete(key);
+    }
   }
 }
 

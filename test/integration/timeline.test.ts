@@ -100,6 +100,8 @@ describe("task timelines", () => {
       "node:step/1@1",
       "node:failed@1",
       "fleet:requeued@1",
+      // The session's healing ladder judged the loss before the task was placed again.
+      "fleet:healing@1",
       "fleet:placed@2",
       "node:started@2",
       // Attempt 2 resumes after the checkpointed step 1.
@@ -111,6 +113,10 @@ describe("task timelines", () => {
     expect(events[5]).toMatchObject({
       delayMs: expect.any(Number),
       error: { code: "AGENT_EXITED" },
+    });
+    expect(events[6]).toMatchObject({
+      tier: 2,
+      message: expect.stringMatching(/^tier 2 recreate/),
     });
   });
 

@@ -57,4 +57,28 @@ describe("SessionSupervisor", () => {
     clock.increment(60_001);
     expect(s.attemptLost("acme", "s1", lost(3))).toEqual({ kind: "retry", tier: 2, repair: false });
   });
+
+  it("keeps a recovered session in view as healthy for one window, with its history", () => {
+    const clock = new SimulatedClock();
+    const s = new SessionSupervisor(options, clock);
+    for (const a of [1, 2, 3]) s.attemptLost("acme", "s1", lost(a));
+    clock.increment(1000);
+    s.healthy("acme", "s1");
+    s.healthy("acme", "s2"); // never on the ladder: nothing to show
+    const [view, ...more] = s.view();
+    expect(more).toEqual([]);
+    expect(view).toMatchObject({
+      session: "s1",
+      tier: 0,
+      restarts: { recreate: 2, repair: 1 },
+      recoveredAt: new Date(1000).toISOString(),
+    });
+    expect(view!.history.map((h) => h.tier)).toEqual([2, 2, 3]);
+    // Failing again climbs from the bottom, the earlier climb still in the history.
+    expect(s.attemptLost("acme", "s1", lost(4))).toEqual({ kind: "retry", tier: 2, repair: false });
+    expect(s.view()[0]!.history.map((h) => h.tier)).toEqual([2, 2, 3, 2]);
+    s.healthy("acme", "s1");
+    clock.increment(60_001);
+    expect(s.view()).toEqual([]);
+  });
 });

@@ -1,0 +1,44 @@
+/**
+ * What the host knows of an agent runtime beyond the protocol: where its
+ * session config lives and what makes it valid, and how it judges behaviour
+ * files. Healing tier 3 uses both to repair a session (session-repair.ts).
+ */
+import type { z } from "zod";
+import {
+  checkScriptedBehaviorFile,
+  SCRIPTED_CONFIG_FILE,
+  ScriptedConfigSchema,
+} from "./scripted-config.js";
+
+/** A runtime's session config: a JSON object in the workspace, each field with a default. */
+export interface RuntimeConfigSpec {
+  /** Path relative to the workspace. */
+  readonly file: string;
+  /** One schema per field; a field that fails its own is reset to its default. */
+  readonly schema: z.ZodObject;
+}
+
+/** The host's view of one agent runtime. */
+export interface AgentRuntime {
+  readonly name: string;
+  /** Its session config, when it has one. */
+  readonly config?: RuntimeConfigSpec;
+  /** Judges one behaviour file: what is wrong with it, or undefined when it is fine. */
+  checkBehaviorFile(name: string, text: string): string | undefined;
+}
+
+/** The reference scripted agent. */
+export const scriptedRuntime: AgentRuntime = {
+  name: "scripted",
+  config: { file: SCRIPTED_CONFIG_FILE, schema: ScriptedConfigSchema },
+  checkBehaviorFile: checkScriptedBehaviorFile,
+};
+
+const RUNTIMES: Readonly<Record<string, AgentRuntime>> = { scripted: scriptedRuntime };
+
+/** The runtime named `name` (pool profiles name one; options validation keeps them known). */
+export function agentRuntime(name: string): AgentRuntime {
+  const runtime = RUNTIMES[name];
+  if (!runtime) throw new Error(`unknown agent runtime: ${name}`);
+  return runtime;
+}
