@@ -47,13 +47,22 @@ const holds = (c: ContainerInfo, tenant: string, session: string) =>
  * 4. any idle container (restore into it) → prefer ones holding no one's warm state;
  * 5. a pool that may grow → start a new container there (the pool with most room);
  * and when none may grow, another session's reserved container (restored into, as idle).
+ *
+ * `avoid` names containers this task's attempts died in (healing tier 2): they are
+ * passed over while anything else will do, and taken when nothing else ever would.
  */
 export function decidePlacement(
   tenant: string,
   session: string,
   view: FleetView,
   claims: Claims = noClaims,
+  avoid: ReadonlySet<string> = new Set(),
 ): LadderDecision {
+  if (avoid.size > 0) {
+    const refused = new Set([...claims.refused, ...avoid]);
+    const elsewhere = decidePlacement(tenant, session, view, { ...claims, refused });
+    if (elsewhere.kind !== "no-capacity") return elsewhere;
+  }
   const containers: ContainerInfo[] = [];
   for (const node of view.nodes.values()) {
     if (node.stopping) continue;

@@ -21,8 +21,13 @@ export class PlacementClaims {
   private readonly refused = new Set<string>();
 
   /** Walks the ladder with this term's claims applied. */
-  decide(tenant: string, session: string, view: FleetView): LadderDecision {
-    return decidePlacement(tenant, session, view, this.current());
+  decide(
+    tenant: string,
+    session: string,
+    view: FleetView,
+    avoid?: ReadonlySet<string>,
+  ): LadderDecision {
+    return decidePlacement(tenant, session, view, this.current(), avoid);
   }
 
   claim(taskId: string, placement: Placement): void {

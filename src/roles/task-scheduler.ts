@@ -63,6 +63,8 @@ interface OpenTask {
   healing: boolean;
   /** Healing tier 3 asked that the next attempt start over from the last known-good version. */
   repair: boolean;
+  /** Containers its attempts died in (healing tiers 2 and 3 place the next one elsewhere). */
+  readonly avoid: Set<string>;
   /** The agent's last log lines from the last failed attempt. */
   logTail: string[];
   readonly done: Promise<TaskRecord>;
@@ -261,6 +263,7 @@ export class TaskScheduler {
       runningSince: this.clock.now(),
       healing: false,
       repair: false,
+      avoid: new Set(),
       logTail: [],
       done,
     };
@@ -420,7 +423,7 @@ export class TaskScheduler {
     for (const warmPass of [true, false]) {
       for (const { t, r } of decisions) {
         if (t.actor.getSnapshot().value !== "queued") continue;
-        const d = this.claims.decide(r.tenant, r.session, this.liveness.view);
+        const d = this.claims.decide(r.tenant, r.session, this.liveness.view, t.avoid);
         if (d.kind !== "place") continue;
         const warm = d.placement.rung === "warm" || d.placement.rung === "reserved";
         if (warm !== warmPass) continue;
@@ -515,6 +518,8 @@ export class TaskScheduler {
       .then(
         (decision) => {
           if (decision === "repair") t.repair = true;
+          const died = r.history.find((h) => h.attempt === attempt)?.container;
+          if (died && decision !== "quarantined") t.avoid.add(died);
           if (decision === "quarantined") this.quarantineOpen(t.sessionKey);
           const tier = HEALING_TIERS[decision];
           this.publishTimeline({

@@ -81,6 +81,24 @@ const ME: [string, string] = ["acme", "s1"];
 const OTHER: [string, string] = ["acme", "s2"];
 
 describe("decidePlacement", () => {
+  it("passes over the containers a task died in while anything else will do (tier 2)", () => {
+    const avoid = new Set(["c1"]);
+    const warmThere = view(node("n1", [container("c1", "idle", ME), container("c2", "idle")]));
+    expect(decidePlacement("acme", "s1", warmThere, noClaims, avoid)).toMatchObject({
+      placement: { container: "c2", rung: "idle" },
+    });
+    // Nothing idle elsewhere, but the pool may grow: a new container rather than the old one.
+    const grow = view(node("n1", [container("c1", "idle", ME)], { pools: [{ max: 2 }] }));
+    expect(decidePlacement("acme", "s1", grow, noClaims, avoid)).toMatchObject({
+      placement: { rung: "new" },
+    });
+    // Nowhere else, ever: the old one it is, rather than waiting for capacity that never comes.
+    const full = view(node("n1", [container("c1", "idle", ME)], { pools: [{ max: 1 }] }));
+    expect(decidePlacement("acme", "s1", full, noClaims, avoid)).toMatchObject({
+      placement: { container: "c1", rung: "warm" },
+    });
+  });
+
   it("waits behind the session's own busy container", () => {
     const v = view(node("n1", [container("c1", "busy", [...ME, "t0"]), container("c2", "idle")]));
     expect(decidePlacement("acme", "s1", v)).toEqual({ kind: "wait", rung: "own-busy" });
