@@ -103,8 +103,18 @@ export interface FleetOptions {
   retryBackoffMs?: number;
   /** Snapshot versions kept per session (plus the newest known-good one). Default 50. */
   snapshotKeepLast?: number;
-  /** The healing ladder's restart intensity (see src/supervisor/session-supervisor.ts). */
-  healing?: { recreateMax?: number; repairMax?: number; windowMs?: number };
+  /**
+   * Restart intensities of the healing ladder (see src/supervisor/): per session,
+   * `recreateMax` (default 2) then `repairMax` (default 1) remedies within `windowMs`
+   * (default 300 000); per node, `poolRestartMax` (default 3) crashed pool actors
+   * restarted within `windowMs` before the node stops taking work.
+   */
+  healing?: {
+    recreateMax?: number;
+    repairMax?: number;
+    poolRestartMax?: number;
+    windowMs?: number;
+  };
   /** How often a running turn's workspace is synced to the store (0: never). Default 3000 ms. */
   syncIntervalMs?: number;
   /** How often the leading orchestrator garbage-collects snapshot chunks. Default 600 000 ms. */
@@ -188,9 +198,10 @@ const FleetOptionsSchema = z.strictObject({
     .strictObject({
       recreateMax: z.number().int().min(0).default(2),
       repairMax: z.number().int().min(0).default(1),
+      poolRestartMax: z.number().int().min(0).default(3),
       windowMs: z.number().int().min(1).default(300_000),
     })
-    .default({ recreateMax: 2, repairMax: 1, windowMs: 300_000 }),
+    .default({ recreateMax: 2, repairMax: 1, poolRestartMax: 3, windowMs: 300_000 }),
   snapshotGcIntervalMs: z.number().int().min(1000).default(600_000),
   snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z

@@ -34,11 +34,11 @@ export function renderTree(t: FleetTree): string {
   );
   for (const n of t.nodes) {
     out.push(
-      `└─ node ${n.id}${n.stopping ? " (stopping)" : ""}  ${dim(`last seen ${n.lastSeen}`)}`,
+      `└─ node ${n.id}${n.stopping ? " (stopping)" : ""}  ${dim(`last seen ${n.lastSeen}`)}${n.failure ? paint(31)(`  gave up: ${n.failure}`) : ""}`,
     );
     for (const p of n.pools) {
       out.push(
-        `   └─ pool ${p.name} [${p.runtime}] ${p.size}/${p.max} minIdle ${p.minIdle}  restarts ${p.restarts}`,
+        `   └─ pool ${p.name} [${p.runtime}] ${p.size}/${p.max} minIdle ${p.minIdle}  restarts ${p.restarts}${p.crashes ? paint(31)(`  crashes ${p.crashes}`) : ""}`,
       );
       for (const c of p.containers) {
         const color = STATE_COLOR[c.state] ?? ((s: string) => s);

@@ -24,6 +24,8 @@ export interface FleetTree {
     startedAt: string;
     lastSeen: string;
     stopping: boolean;
+    /** Why its root supervisor gave up, if it did. */
+    failure?: string;
     pools: Array<{
       name: string;
       runtime: string;
@@ -31,6 +33,8 @@ export interface FleetTree {
       max: number;
       minIdle: number;
       restarts: number;
+      /** Crashes of the pool actor that the node's root supervisor restarted. */
+      crashes: number;
       containers: TreeContainer[];
     }>;
   }>;
@@ -59,6 +63,7 @@ export async function readFleetTree(
       startedAt: n.startedAt,
       lastSeen: n.at,
       stopping: n.stopping ?? false,
+      ...(n.failure ? { failure: n.failure } : {}),
       pools: n.pools.map((p) => ({
         name: p.name,
         runtime: p.runtime,
@@ -66,6 +71,7 @@ export async function readFleetTree(
         max: p.max,
         minIdle: p.minIdle,
         restarts: p.restarts,
+        crashes: p.crashes,
         containers: n.containers
           .filter((c) => c.pool === p.name)
           .map(({ id, state, tenant, session, taskId, restarts }) => ({

@@ -58,6 +58,8 @@ export const PoolSummarySchema = z.object({
   states: z.record(z.string(), z.number()),
   /** Containers this pool replaced after they failed or died (its restart count). */
   restarts: z.number().default(0),
+  /** Times the pool actor itself crashed and the node's root supervisor restarted it. */
+  crashes: z.number().int().nonnegative().default(0),
 });
 
 /** A node's heartbeat in the nodes bucket; stale past the node timeout means dead. */
@@ -69,6 +71,8 @@ export const NodeHeartbeatSchema = z.object({
   seq: z.number().int().nonnegative(),
   /** Set on a clean shutdown: the node takes no more work. */
   stopping: z.boolean().optional(),
+  /** Why the node's root supervisor gave up (it takes no more work; see node-supervisor.ts). */
+  failure: z.string().optional(),
   pools: z.array(PoolSummarySchema),
   containers: z.array(ContainerInfoSchema),
 });

@@ -7,7 +7,7 @@
 import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Subscription } from "@nats-io/nats-core";
-import { type Actor, createActor, fromPromise, waitFor } from "xstate";
+import { type Actor, type ActorRefFrom, createActor, fromPromise, waitFor } from "xstate";
 import {
   type ContainerContext,
   containerMachine,
@@ -30,6 +30,7 @@ import {
   NodeCancelSchema,
   type NodeHeartbeat,
 } from "../protocol/fleet-messages.js";
+import { nodeSupervisorMachine } from "../supervisor/node-supervisor.js";
 import { TurnRunner } from "./turn-runner.js";
 
 /** What a node needs besides its options. */
@@ -42,12 +43,17 @@ export interface FleetNodeDeps {
   readonly logger?: Logger;
 }
 
-type PoolActor = Actor<typeof poolMachine>;
+type PoolRef = ActorRefFrom<typeof poolMachine>;
 
 /** A running node. Create with {@link FleetNode.start}; stop with {@link FleetNode.stop}. */
 export class FleetNode {
   readonly id: string;
-  private readonly pools = new Map<string, { profile: PoolProfile; actor: PoolActor }>();
+  /** The root of the node's supervision tree: pools are its children, containers theirs. */
+  private root!: Actor<typeof nodeSupervisorMachine>;
+  /** Pool profiles by name, as the pools run them. */
+  private readonly profiles = new Map<string, PoolProfile>();
+  /** Running agents by pool, so a crashed pool actor's agents can be stopped. */
+  private readonly handlesByPool = new Map<string, Set<ContainerHandle>>();
   private readonly subs: Subscription[] = [];
   private readonly startedAt: string;
   private seq = 0;
@@ -92,7 +98,7 @@ export class FleetNode {
     this.subs.push(
       nc.subscribe(subjects.node(this.id, "cancel"), { callback: (_e, m) => this.onCancel(m) }),
     );
-    for (const profile of this.options.pools) this.startPool(profile);
+    this.startSupervisor();
     await this.publishHeartbeat();
     this.stopTicker = every(this.clock, this.options.nodeHeartbeatMs, () => this.queueHeartbeat());
     this.log.info(
@@ -111,6 +117,8 @@ export class FleetNode {
     await mkdir(workspaceDir, { recursive: true });
     const handle = await this.deps.adapter.start({ id, profile, workspaceDir });
     this.handlesByDir.set(handle.workspaceDir, handle);
+    const mine = this.handlesByPool.get(profile.name) ?? new Set();
+    this.handlesByPool.set(profile.name, mine.add(handle));
     // Stopped while starting: nobody else will ever stop this handle.
     if (signal.aborted) {
       await handle.stop();
@@ -135,56 +143,112 @@ export class FleetNode {
     });
   }
 
-  private startPool(profile: PoolProfile): void {
-    const logic = poolMachine.provide({
+  /** Starts the node's supervision tree: the root, its pools, and their containers. */
+  private startSupervisor(): void {
+    const profileOf = (pool: string) => this.profiles.get(pool)!;
+    const pool = poolMachine.provide({
       actors: {
         container: containerMachine.provide({
           actors: {
             startContainer: fromPromise(async ({ input, signal }) =>
-              this.startAgent(profile, input.id, signal),
+              this.startAgent(profileOf(input.pool), input.id, signal),
             ),
             // Tier 1: the same container (id, workspace directory) with a new agent process.
             restartAgent: fromPromise(async ({ input, signal }) => {
               await input.handle?.stop();
+              if (input.handle) this.forget(input.handle);
               this.log.info({ container: input.id }, "restarting the agent in place");
-              return this.startAgent(profile, input.id, signal);
+              return this.startAgent(profileOf(input.pool), input.id, signal);
             }),
             runTask: fromPromise(async ({ input }) =>
-              this.events.runTask(input, profile, this.store),
+              this.events.runTask(input, profileOf(input.task.pool), this.store),
             ),
             stopContainer: fromPromise(async ({ input }) => {
               await input?.stop();
-              if (input) this.handlesByDir.delete(input.workspaceDir);
+              if (input) this.forget(input);
               if (input) await rm(input.workspaceDir, { recursive: true, force: true });
             }),
           },
         }),
       },
     });
-    // A Docker container is its agent (one process, removed when it dies, shed on purpose
-    // under memory pressure): there is nothing to restart in place, the pool recreates it.
-    const supervised = profile.kind === "docker" ? { ...profile, maxAgentRestarts: 0 } : profile;
-    const actor = createActor(logic, {
-      input: {
-        name: profile.name,
-        profile: supervised,
-        newId: () => `${this.id}-${++this.containerCount}`,
+    for (const profile of this.options.pools) {
+      // A Docker container is its agent (one process, removed when it dies, shed on purpose
+      // under memory pressure): there is nothing to restart in place, the pool recreates it.
+      this.profiles.set(
+        profile.name,
+        profile.kind === "docker" ? { ...profile, maxAgentRestarts: 0 } : profile,
+      );
+    }
+    const root = createActor(
+      nodeSupervisorMachine.provide({
+        actors: { pool },
+        actions: {
+          poolCrashed: (_, { pool: name, error }) => {
+            this.log.error({ pool: name, error }, "pool actor crashed; stopping its agents");
+            void this.stopAgentsOf(name);
+          },
+          gaveUp: ({ context }) => {
+            this.log.error({ reason: context.failure }, "node gave up: taking no more work");
+            this.stopping = true;
+            this.queueHeartbeat();
+          },
+        },
+      }),
+      {
+        input: {
+          profiles: [...this.profiles.values()],
+          newId: () => `${this.id}-${++this.containerCount}`,
+          poolRestartMax: this.options.healing.poolRestartMax,
+          windowMs: this.options.healing.windowMs,
+          now: () => this.clock.now(),
+        },
+        clock: this.clock,
+        // Every snapshot in the tree may change what we announce; a container's may also
+        // call for its pool to top up.
+        inspect: (ev) => {
+          if (ev.type !== "@xstate.snapshot") return;
+          const ref = ev.actorRef;
+          this.queueHeartbeat(ref !== root && !this.poolRefs().some(([, p]) => p === ref));
+        },
       },
-      clock: this.clock,
-      // Every snapshot in the pool's actor system (its containers too) may change what we announce.
-      inspect: (ev) => {
-        if (ev.type === "@xstate.snapshot") this.queueHeartbeat(ev.actorRef !== actor);
-      },
+    );
+    this.root = root;
+    root.start();
+  }
+
+  /** The pools as they run now (a crashed one is replaced by a new actor). */
+  private poolRefs(): [PoolProfile, PoolRef][] {
+    const { pools } = this.root.getSnapshot().context;
+    return [...this.profiles.values()].flatMap((p) => {
+      const ref = pools[p.name];
+      return ref ? [[p, ref] as [PoolProfile, PoolRef]] : [];
     });
-    this.pools.set(profile.name, { profile, actor });
-    actor.start();
+  }
+
+  private forget(handle: ContainerHandle): void {
+    for (const handles of this.handlesByPool.values()) handles.delete(handle);
+    this.handlesByDir.delete(handle.workspaceDir);
+  }
+
+  /** A crashed pool's containers went with it: their agents must not outlive them. */
+  private async stopAgentsOf(pool: string): Promise<void> {
+    const handles = [...(this.handlesByPool.get(pool) ?? [])];
+    this.handlesByPool.delete(pool);
+    await Promise.all(
+      handles.map(async (h) => {
+        this.handlesByDir.delete(h.workspaceDir);
+        await h.stop().catch(() => {});
+        await rm(h.workspaceDir, { recursive: true, force: true }).catch(() => {});
+      }),
+    );
   }
 
   /** Coalesces bursts of changes into one heartbeat; optionally lets the pools top up first. */
   private queueHeartbeat(checkPools = false): void {
     if (checkPools && !this.stopping) {
       queueMicrotask(() => {
-        for (const { actor } of this.pools.values()) actor.send({ type: "CHECK" });
+        for (const [, pool] of this.poolRefs()) pool.send({ type: "CHECK" });
       });
     }
     if (this.heartbeatQueued) return;
@@ -201,8 +265,9 @@ export class FleetNode {
   heartbeat(): NodeHeartbeat {
     const containers: ContainerInfo[] = [];
     const pools = [];
-    for (const { profile, actor } of this.pools.values()) {
-      const ctx: PoolContext = actor.getSnapshot().context;
+    const root = this.root.getSnapshot().context;
+    for (const [profile, pool] of this.poolRefs()) {
+      const ctx: PoolContext = pool.getSnapshot().context;
       for (const ref of Object.values(ctx.containers)) {
         const snap = ref.getSnapshot();
         const c: ContainerContext = snap.context;
@@ -229,6 +294,7 @@ export class FleetNode {
         size: Object.keys(ctx.containers).length,
         states: poolStates(ctx),
         restarts: ctx.replaced,
+        crashes: root.poolCrashes[profile.name] ?? 0,
       });
     }
     return {
@@ -237,6 +303,7 @@ export class FleetNode {
       at: isoNow(this.clock),
       seq: ++this.seq,
       stopping: this.stopping || undefined,
+      failure: root.failure ?? undefined,
       pools,
       containers,
     };
@@ -257,9 +324,9 @@ export class FleetNode {
     if (!parsed.success) return void reply({ accepted: false, reason: "INVALID_REQUEST" });
     const req = parsed.data;
     if (this.stopping) return void reply({ accepted: false, reason: "NODE_STOPPING" });
-    const pool = this.pools.get(req.pool);
+    const pool = this.poolRefs().find(([p]) => p.name === req.pool)?.[1];
     if (!pool) return void reply({ accepted: false, reason: "NO_SUCH_POOL" });
-    const ctx = pool.actor.getSnapshot().context;
+    const ctx = pool.getSnapshot().context;
     // A repeated dispatch of the same attempt (a retried request) is answered, not run twice.
     for (const ref of Object.values(ctx.containers)) {
       const t = ref.getSnapshot().context.task;
@@ -279,7 +346,7 @@ export class FleetNode {
     const refusal = refuseStart(ctx);
     if (refusal) return void reply({ accepted: false, reason: refusal });
     const id = ctx.newId();
-    pool.actor.send({ type: "SPAWN", id, task: req });
+    pool.send({ type: "SPAWN", id, task: req });
     reply({ accepted: true, container: id });
   }
 
@@ -287,8 +354,8 @@ export class FleetNode {
     const parsed = NodeCancelSchema.safeParse(safeJson(msg));
     if (!parsed.success) return void msg.respond(JSON.stringify({ ok: false }));
     let found = false;
-    for (const { actor } of this.pools.values()) {
-      for (const ref of Object.values(actor.getSnapshot().context.containers)) {
+    for (const [, pool] of this.poolRefs()) {
+      for (const ref of Object.values(pool.getSnapshot().context.containers)) {
         const t = ref.getSnapshot().context.task;
         if (t?.taskId === parsed.data.taskId && t.attempt === parsed.data.attempt) {
           ref.send({ type: "CANCEL", taskId: t.taskId, attempt: t.attempt });
@@ -306,13 +373,14 @@ export class FleetNode {
     this.stopTicker();
     for (const s of this.subs) s.unsubscribe();
     await this.publishHeartbeat().catch(() => {});
+    this.root.send({ type: "STOP" });
     await Promise.all(
-      [...this.pools.values()].map(async ({ actor }) => {
-        actor.send({ type: "STOP" });
-        await waitFor(actor, (s) => s.matches("stopped"), { timeout: 60_000 }).catch(() => {});
-        actor.stop();
+      this.poolRefs().map(async ([, pool]) => {
+        pool.send({ type: "STOP" });
+        await waitFor(pool, (s) => s.matches("stopped"), { timeout: 60_000 }).catch(() => {});
       }),
     );
+    this.root.stop();
     await this.events.flush();
     if (!this.deps.nats.nc.isClosed())
       await this.deps.nats.kv.nodes.delete(this.id).catch(() => {});

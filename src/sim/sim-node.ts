@@ -229,6 +229,7 @@ export class SimNode {
       size: Object.keys(ctx.containers).length,
       states: poolStates(ctx),
       restarts: ctx.replaced,
+      crashes: 0,
     };
     return {
       id: this.id,

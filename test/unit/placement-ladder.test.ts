@@ -56,6 +56,7 @@ function node(
       size: p.size ?? containers.filter((c) => c.pool === name).length,
       states: {},
       restarts: 0,
+      crashes: 0,
     };
   });
   return {
