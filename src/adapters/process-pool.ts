@@ -1,9 +1,10 @@
 /**
  * A pool adapter whose "containers" are child processes on this host, each
  * running the scripted agent in its workspace, confined with bubblewrap when
- * the profile asks for it (or `auto` finds it usable). The agent is launched
- * through node with tsx's loader given by absolute path, because its working
- * directory is the workspace, where `--import tsx` would not resolve.
+ * the profile asks for it (or `auto` finds it usable). The agent runs from
+ * its esbuild bundle (agent-bundle.ts) in plain node; where that cannot be
+ * written, through node with tsx's loader given by absolute path, because its
+ * working directory is the workspace, where `--import tsx` would not resolve.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { mkdir, realpath } from "node:fs/promises";
@@ -15,6 +16,7 @@ import { AgentError, type ClawfleetError, ConfigError, ErrorCodes } from "../err
 import type { PoolProfile } from "../fleet-options.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { TurnMessage } from "../protocol/agent-protocol.js";
+import { scriptedAgentBundle } from "./agent-bundle.js";
 import { AgentConnection } from "./agent-connection.js";
 import {
   buildBwrapArgs,
@@ -103,7 +105,8 @@ export class ProcessPool implements PoolAdapter {
     await mkdir(spec.workspaceDir, { recursive: true });
     const workspace = await realpath(spec.workspaceDir);
     const node = await realpath(process.execPath);
-    const agentArgs = ["--import", pathToFileURL(TSX_LOADER).href, AGENT_ENTRY];
+    const bundle = await scriptedAgentBundle(this.logger);
+    const agentArgs = bundle ? [bundle] : ["--import", pathToFileURL(TSX_LOADER).href, AGENT_ENTRY];
     const boxed = sandbox === "bwrap";
     // The host environment is never inherited: it may hold credentials the agent must not see.
     const env = {

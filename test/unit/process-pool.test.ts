@@ -76,6 +76,10 @@ describe("ProcessPool without a sandbox", () => {
     const cmd = await pool.launchCommand(spec);
     delete process.env.CLAWFLEET_TEST_SECRET;
     expect(cmd.sandbox).toBe("none");
+    // Plain node on the agent's bundle: no TypeScript loader on the start path.
+    expect(cmd.args).toEqual([
+      expect.stringMatching(/node_modules\/\.cache\/clawfleet\/scripted-agent-[0-9a-f]{16}\.mjs$/),
+    ]);
     expect(Object.keys(cmd.env).sort()).toEqual(
       ["CLAWFLEET_HEARTBEAT_MS", "CLAWFLEET_WORKSPACE", "FOO", "HOME", "PATH"].sort(),
     );

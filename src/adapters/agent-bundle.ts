@@ -1,0 +1,78 @@
+/**
+ * The reference agent as one plain ES module, so a process pool starts it with
+ * bare `node` instead of through tsx's TypeScript loader: several hundred
+ * milliseconds less per agent start, which every cold start and every
+ * restart in place (healing tier 1) pays.
+ *
+ * Bundled once per process by esbuild into `node_modules/.cache/clawfleet/`
+ * under the project (inside what sandboxes already see, read-only), named by
+ * the hash of its contents, so an edited agent gets a new file and concurrent
+ * nodes agree on one. better-sqlite3 stays external: it is native code, found
+ * from there in the project's `node_modules`.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import type { Logger } from "../logger.js";
+
+const PROJECT_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const AGENT_ENTRY = fileURLToPath(new URL("../agents/scripted-agent.ts", import.meta.url));
+const CACHE_DIR = path.join(PROJECT_ROOT, "node_modules", ".cache", "clawfleet");
+const PREFIX = "scripted-agent-";
+
+let bundled: Promise<string | null> | undefined;
+
+/**
+ * The bundle's path, built on first use; null when it cannot be built or
+ * written (say, a read-only install): agents then start through tsx.
+ */
+export function scriptedAgentBundle(log?: Logger): Promise<string | null> {
+  bundled ??= writeBundle().catch((err: unknown) => {
+    log?.warn({ err: String(err) }, "cannot bundle the agent; starting it through tsx");
+    return null;
+  });
+  return bundled;
+}
+
+async function writeBundle(): Promise<string> {
+  const result = await build({
+    entryPoints: [AGENT_ENTRY],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    external: ["better-sqlite3"],
+    write: false,
+    legalComments: "none",
+    logLevel: "silent",
+  });
+  const contents = result.outputFiles[0]?.contents;
+  if (!contents) throw new Error("esbuild produced no agent bundle");
+  const hash = createHash("sha256").update(contents).digest("hex").slice(0, 16);
+  const file = path.join(CACHE_DIR, `${PREFIX}${hash}.mjs`);
+  if (await exists(file)) return file;
+  await mkdir(CACHE_DIR, { recursive: true });
+  // Write-then-rename: another node bundling at the same moment never sees half a file.
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, contents);
+  await rename(tmp, file);
+  await removeStale(file);
+  return file;
+}
+
+/** Bundles of earlier versions of the agent (a running older node may still use one; it has it open). */
+async function removeStale(current: string): Promise<void> {
+  const DAY_MS = 24 * 3600 * 1000;
+  for (const name of await readdir(CACHE_DIR)) {
+    const file = path.join(CACHE_DIR, name);
+    if (!name.startsWith(PREFIX) || file === current) continue;
+    const s = await stat(file).catch(() => null);
+    if (s && Date.now() - s.mtimeMs > DAY_MS) await rm(file, { force: true });
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return (await stat(file).catch(() => null)) !== null;
+}
