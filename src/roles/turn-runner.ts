@@ -97,6 +97,7 @@ export class TurnRunner {
         this.retry(() => this.behaviors.get(tenant, profile.name)),
       ]);
       lease = held;
+      stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
       const runtime = agentRuntime(profile.runtime);
       let behavior = latestBehavior;
       let behaviorRepair: BehaviorRepair | null = null;
@@ -113,7 +114,6 @@ export class TurnRunner {
         if (behaviorRepair) behavior = behaviorRepair.behavior;
       }
       await event({ type: "started", behavior: behavior.hash });
-      stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
 
       // Healing tier 3: the checkpoints may be what keeps failing; start over from the last good version.
       if (task.repair && checkpoints.steps.length > 0) {

@@ -28,8 +28,10 @@ import {
 } from "../../src/adapters/snapshot-store.js";
 import type { FleetOptions } from "../../src/fleet-options.js";
 import { FleetClient } from "../../src/gateway/fleet-client.js";
+import type { FleetTree } from "../../src/gateway/fleet-tree.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
-import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
+import type { ContainerInfo, NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
+import type { PostMortem } from "../../src/supervisor/quarantine-registry.js";
 import { CLI } from "../harness/cli-process.js";
 import { NatsServer } from "../harness/nats-server.js";
 
@@ -95,16 +97,31 @@ export class Arrivals<T> {
     }
   }
 
-  /** The first item (already arrived or still to come) that `match` accepts. */
-  waitFor(match: (t: T) => boolean, what: string, timeoutMs = WAIT_MS): Promise<T> {
+  /**
+   * The first item (already arrived or still to come) that `match` accepts;
+   * rejects after `timeoutMs`, or at once when `signal` aborts (the caller lost interest).
+   */
+  waitFor(
+    match: (t: T) => boolean,
+    what: string,
+    timeoutMs = WAIT_MS,
+    signal?: AbortSignal,
+  ): Promise<T> {
     const found = this.items.find(match);
     if (found !== undefined) return Promise.resolve(found);
     const waiter = { match, resolve: (_: T) => {} };
-    const arrived = new Promise<T>((resolve) => {
+    let onAbort = () => {};
+    const arrived = new Promise<T>((resolve, reject) => {
       waiter.resolve = resolve;
       this.waiters.add(waiter);
+      onAbort = () => reject(new Error(`stopped waiting for ${what}`));
+      if (signal?.aborted) onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
-    return withTimeout(arrived, timeoutMs, what).finally(() => this.waiters.delete(waiter));
+    return withTimeout(arrived, timeoutMs, what).finally(() => {
+      this.waiters.delete(waiter);
+      signal?.removeEventListener("abort", onAbort);
+    });
   }
 }
 
@@ -202,8 +219,14 @@ export class ChaosFleet implements AsyncDisposable {
   readonly events = new Arrivals<FleetEvent>();
   /** Every effect publish seen on core NATS, duplicates included. */
   readonly effects = new Arrivals<EffectMessage>();
+  /** Post-mortems published on `fleet.alerts.critical`. */
+  readonly alerts = new Arrivals<PostMortem>();
   readonly nodes = new Map<string, RoleProcess>();
   private readonly others: RoleProcess[] = [];
+  /** Node processes replaced by {@link restartNode} (dead, but disposal makes sure). */
+  private readonly retired: RoleProcess[] = [];
+  /** Arguments every role shares (data dir, config, log level). */
+  private common: string[] = [];
   private readonly subs: Subscription[] = [];
   readonly js: JetStreamClient;
   private readonly kvm: Kvm;
@@ -240,11 +263,11 @@ export class ChaosFleet implements AsyncDisposable {
       // Streams and buckets first: roles that all create them at once on a fresh server
       // may fail ("subjects overlap with an existing stream"); that race is not under test here.
       await (await connectFleet(nats.url, { name: "chaos-provision" })).close();
-      const common = ["--data-dir", dataDir, "--config", config, "--log-level", "warn"];
+      fleet.common = ["--data-dir", dataDir, "--config", config, "--log-level", "warn"];
       const roles = [
-        fleet.role("orchestrator", "orch-1", common),
-        fleet.role("gateway", "gw-1", common),
-        ...options.nodes.map((id) => fleet.role("node", id, common)),
+        fleet.role("orchestrator", "orch-1"),
+        fleet.role("gateway", "gw-1"),
+        ...options.nodes.map((id) => fleet.role("node", id)),
       ];
       await Promise.all(roles.map((r) => r.ready("connected to")));
       await fleet.ready(options.nodes, options.idlePerNode ?? 1);
@@ -255,8 +278,8 @@ export class ChaosFleet implements AsyncDisposable {
     }
   }
 
-  private role(kind: "orchestrator" | "gateway" | "node", id: string, common: string[]) {
-    const p = RoleProcess.spawn(id, [kind, "--nats", this.nats.url, "--id", id, ...common]);
+  private role(kind: "orchestrator" | "gateway" | "node", id: string) {
+    const p = RoleProcess.spawn(id, [kind, "--nats", this.nats.url, "--id", id, ...this.common]);
     if (kind === "node") this.nodes.set(id, p);
     else this.others.push(p);
     return p;
@@ -276,7 +299,10 @@ export class ChaosFleet implements AsyncDisposable {
         this.effects.push({ ...body, subject: m.subject });
       },
     });
-    this.subs.push(events, effects);
+    const alerts = this.nc.subscribe("fleet.alerts.critical", {
+      callback: (_e, m) => this.alerts.push(m.json<PostMortem>()),
+    });
+    this.subs.push(events, effects, alerts);
   }
 
   /** Waits until the orchestrator leads and each node announces `idle` free containers. */
@@ -567,6 +593,81 @@ export class ChaosFleet implements AsyncDisposable {
     await this.nodes.get(nodeId)!.stop("SIGKILL");
   }
 
+  /**
+   * Starts node `nodeId` again under the same id (SIGKILLing the old process
+   * first if it still runs), and resolves once the new process has announced
+   * itself (a heartbeat of a new `startedAt`) with `idle` free containers.
+   */
+  async restartNode(nodeId: string, idle = 1, timeoutMs = WAIT_MS): Promise<void> {
+    const old = this.nodes.get(nodeId);
+    if (old) {
+      await old.stop("SIGKILL");
+      this.retired.push(old);
+    }
+    const kv = await this.kv("fleet_nodes");
+    const before = (await kv.get(nodeId))?.json<NodeHeartbeat>().startedAt;
+    const p = this.role("node", nodeId);
+    await p.ready("connected to", timeoutMs);
+    await this.watchKey(
+      kv,
+      nodeId,
+      (v) => {
+        const hb = v as NodeHeartbeat | null;
+        return (
+          !!hb &&
+          hb.startedAt !== before &&
+          hb.containers.filter((c) => c.state === "idle" || c.state === "reserved").length >= idle
+        );
+      },
+      `restarted node ${nodeId} with ${idle} free container(s)`,
+      timeoutMs,
+    );
+  }
+
+  /** The supervision tree (`fleet.api.tree`, what `clawfleet tree --json` prints). */
+  async tree(): Promise<FleetTree> {
+    const { ok: _ok, ...tree } = await this.client.request<FleetTree & { ok: true }>("tree", {});
+    return tree;
+  }
+
+  /** Resolves with the first heartbeat of node `nodeId` (its latest, or a later one) that `match` accepts. */
+  async heartbeat(
+    nodeId: string,
+    match: (hb: NodeHeartbeat) => boolean,
+    what: string,
+    timeoutMs = WAIT_MS,
+  ): Promise<NodeHeartbeat> {
+    const kv = await this.kv("fleet_nodes");
+    return (await this.watchKey(
+      kv,
+      nodeId,
+      (v) => v !== null && match(v as NodeHeartbeat),
+      `node ${nodeId}: ${what}`,
+      timeoutMs,
+    )) as NodeHeartbeat;
+  }
+
+  /**
+   * Resolves with container `containerId` as node `nodeId` announces it (now or
+   * later) in a state `match` accepts; `null` is "not in the heartbeat".
+   */
+  async container(
+    nodeId: string,
+    containerId: string,
+    match: (c: ContainerInfo | null, hb: NodeHeartbeat) => boolean,
+    what: string,
+    timeoutMs = WAIT_MS,
+  ): Promise<ContainerInfo | null> {
+    const find = (hb: NodeHeartbeat) => hb.containers.find((c) => c.id === containerId) ?? null;
+    const hb = await this.heartbeat(
+      nodeId,
+      (b) => match(find(b), b),
+      `container ${containerId} ${what}`,
+      timeoutMs,
+    );
+    return find(hb);
+  }
+
   /** Sends `signal` to a node process (SIGSTOP / SIGCONT). */
   signalNode(nodeId: string, signal: "SIGSTOP" | "SIGCONT"): void {
     process.kill(this.pidOf(nodeId), signal);
@@ -578,6 +679,19 @@ export class ChaosFleet implements AsyncDisposable {
    * (bwrap → bwrap → node with bubblewrap; the agent itself without).
    */
   async agentPid(nodeId: string, containerId: string): Promise<number> {
+    return (await this.containerProcesses(nodeId, containerId)).agent;
+  }
+
+  /**
+   * The processes of container `containerId` on `nodeId`. `root` is the node's
+   * child for it, which leads the container's process group: the outer bwrap,
+   * the sandbox, when bubblewrap confines it (its `--die-with-parent` children,
+   * the inner bwrap and the agent, die with it); the agent itself without.
+   */
+  async containerProcesses(
+    nodeId: string,
+    containerId: string,
+  ): Promise<{ root: number; agent: number; sandboxed: boolean }> {
     const workspace = path.join(this.dataDir, "nodes", nodeId, "containers", containerId);
     const table = await processTable();
     const nodePid = this.pidOf(nodeId);
@@ -598,9 +712,10 @@ export class ChaosFleet implements AsyncDisposable {
       if (isAgent && (!best || depth > best.depth)) best = { pid: p.pid, depth };
       for (const c of table.values()) if (c.ppid === p.pid) visit(c, depth + 1);
     };
-    visit(roots[0]!, 0);
+    const root = roots[0]!;
+    visit(root, 0);
     if (!best) throw new Error(`no scripted-agent process under container ${containerId}`);
-    return best.pid;
+    return { root: root.pid, agent: best.pid, sandboxed: best.pid !== root.pid };
   }
 
   /**
@@ -611,7 +726,7 @@ export class ChaosFleet implements AsyncDisposable {
   private async strays(): Promise<ProcInfo[]> {
     const table = await processTable();
     const roots = new Set<number>();
-    for (const r of [...this.nodes.values(), ...this.others]) {
+    for (const r of [...this.nodes.values(), ...this.others, ...this.retired]) {
       if (r.child.pid !== undefined) roots.add(r.child.pid);
     }
     const inData = (p: string) => p === this.dataDir || p.startsWith(`${this.dataDir}/`);
@@ -632,7 +747,7 @@ export class ChaosFleet implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     for (const s of this.subs) s.unsubscribe();
     const strays = await this.strays();
-    const roles = [...this.nodes.values(), ...this.others];
+    const roles = [...this.nodes.values(), ...this.others, ...this.retired];
     for (const r of roles) {
       // A stopped process takes SIGKILL too, but resume it so nothing lingers half-frozen.
       if (r.child.pid !== undefined) signalQuietly(r.child.pid, "SIGCONT");
