@@ -22,6 +22,12 @@ export interface Claims {
   readonly refused: ReadonlySet<string>;
 }
 
+/** What placement knows of the task itself (see {@link decidePlacement}). */
+export interface PlacementTask {
+  readonly taskId?: string;
+  readonly avoid?: ReadonlySet<string>;
+}
+
 /** No claims. */
 export const noClaims: Claims = { containers: new Set(), newByPool: new Map(), refused: new Set() };
 
@@ -48,19 +54,29 @@ const holds = (c: ContainerInfo, tenant: string, session: string) =>
  * 5. a pool that may grow → start a new container there (the pool with most room);
  * and when none may grow, another session's reserved container (restored into, as idle).
  *
- * `avoid` names containers this task's attempts died in (healing tier 2): they are
- * passed over while anything else will do, and taken when nothing else ever would.
+ * For a task placed again, `task.taskId` keeps its own abandoned attempt (still
+ * shown busy by a node that is not yet known dead) from counting as the session's
+ * busy container, and `task.avoid` names containers its attempts died in (healing
+ * tier 2): passed over while anything else will do, taken when nothing else ever would.
  */
 export function decidePlacement(
   tenant: string,
   session: string,
   view: FleetView,
   claims: Claims = noClaims,
-  avoid: ReadonlySet<string> = new Set(),
+  task: PlacementTask = {},
 ): LadderDecision {
-  if (avoid.size > 0) {
-    const refused = new Set([...claims.refused, ...avoid]);
-    const elsewhere = decidePlacement(tenant, session, view, { ...claims, refused });
+  if (task.avoid && task.avoid.size > 0) {
+    const refused = new Set([...claims.refused, ...task.avoid]);
+    const elsewhere = decidePlacement(
+      tenant,
+      session,
+      view,
+      { ...claims, refused },
+      {
+        taskId: task.taskId,
+      },
+    );
     if (elsewhere.kind !== "no-capacity") return elsewhere;
   }
   const containers: ContainerInfo[] = [];
@@ -72,7 +88,10 @@ export function decidePlacement(
 
   if (
     containers.some(
-      (c) => holds(c, tenant, session) && (c.state === "busy" || c.state === "starting"),
+      (c) =>
+        holds(c, tenant, session) &&
+        (c.state === "busy" || c.state === "starting") &&
+        (task.taskId === undefined || c.taskId !== task.taskId),
     )
   ) {
     return { kind: "wait", rung: "own-busy" };

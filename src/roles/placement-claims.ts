@@ -10,6 +10,7 @@ import {
   decidePlacement,
   type FleetView,
   type LadderDecision,
+  type PlacementTask,
   poolKey,
 } from "../actors/placement-ladder.js";
 import type { Placement } from "../actors/task-machine.js";
@@ -21,13 +22,8 @@ export class PlacementClaims {
   private readonly refused = new Set<string>();
 
   /** Walks the ladder with this term's claims applied. */
-  decide(
-    tenant: string,
-    session: string,
-    view: FleetView,
-    avoid?: ReadonlySet<string>,
-  ): LadderDecision {
-    return decidePlacement(tenant, session, view, this.current(), avoid);
+  decide(tenant: string, session: string, view: FleetView, task?: PlacementTask): LadderDecision {
+    return decidePlacement(tenant, session, view, this.current(), task);
   }
 
   claim(taskId: string, placement: Placement): void {

@@ -423,7 +423,10 @@ export class TaskScheduler {
     for (const warmPass of [true, false]) {
       for (const { t, r } of decisions) {
         if (t.actor.getSnapshot().value !== "queued") continue;
-        const d = this.claims.decide(r.tenant, r.session, this.liveness.view, t.avoid);
+        const d = this.claims.decide(r.tenant, r.session, this.liveness.view, {
+          taskId: r.taskId,
+          avoid: t.avoid,
+        });
         if (d.kind !== "place") continue;
         const warm = d.placement.rung === "warm" || d.placement.rung === "reserved";
         if (warm !== warmPass) continue;

@@ -85,17 +85,17 @@ describe("decidePlacement", () => {
   it("passes over the containers a task died in while anything else will do (tier 2)", () => {
     const avoid = new Set(["c1"]);
     const warmThere = view(node("n1", [container("c1", "idle", ME), container("c2", "idle")]));
-    expect(decidePlacement("acme", "s1", warmThere, noClaims, avoid)).toMatchObject({
+    expect(decidePlacement("acme", "s1", warmThere, noClaims, { avoid })).toMatchObject({
       placement: { container: "c2", rung: "idle" },
     });
     // Nothing idle elsewhere, but the pool may grow: a new container rather than the old one.
     const grow = view(node("n1", [container("c1", "idle", ME)], { pools: [{ max: 2 }] }));
-    expect(decidePlacement("acme", "s1", grow, noClaims, avoid)).toMatchObject({
+    expect(decidePlacement("acme", "s1", grow, noClaims, { avoid })).toMatchObject({
       placement: { rung: "new" },
     });
     // Nowhere else, ever: the old one it is, rather than waiting for capacity that never comes.
     const full = view(node("n1", [container("c1", "idle", ME)], { pools: [{ max: 1 }] }));
-    expect(decidePlacement("acme", "s1", full, noClaims, avoid)).toMatchObject({
+    expect(decidePlacement("acme", "s1", full, noClaims, { avoid })).toMatchObject({
       placement: { container: "c1", rung: "warm" },
     });
   });
@@ -103,6 +103,18 @@ describe("decidePlacement", () => {
   it("waits behind the session's own busy container", () => {
     const v = view(node("n1", [container("c1", "busy", [...ME, "t0"]), container("c2", "idle")]));
     expect(decidePlacement("acme", "s1", v)).toEqual({ kind: "wait", rung: "own-busy" });
+  });
+
+  it("does not wait behind the task's own abandoned attempt (a lease lost on a silent node)", () => {
+    const v = view(node("n1", [container("c1", "busy", [...ME, "t0"]), container("c2", "idle")]));
+    expect(decidePlacement("acme", "s1", v, noClaims, { taskId: "t0" })).toMatchObject({
+      placement: { container: "c2" },
+    });
+    // Another task of the session still waits behind it.
+    expect(decidePlacement("acme", "s1", v, noClaims, { taskId: "t1" })).toEqual({
+      kind: "wait",
+      rung: "own-busy",
+    });
   });
 
   it("waits behind a container still starting for the session", () => {
