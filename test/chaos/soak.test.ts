@@ -28,8 +28,8 @@
  *   runs (which attempt a fault lands in), the plan does not.
  * - `CLAWFLEET_SOAK_MS=<ms>` runs the long soak: sessions keep sending turns
  *   until that much time has passed (e.g. 600000 for ten minutes). Without it
- *   each session sends {@link TURNS} turns: about 25 s on two cores, alone or
- *   in the whole suite.
+ *   each session sends {@link TURNS} turns (64 tasks, some 20 faults): 15-25 s
+ *   on two cores, alone or within the whole suite.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
