@@ -76,10 +76,12 @@ export class Rng {
   }
 }
 
-/** The seed in `$name` (a 32-bit unsigned integer), or a fresh random one. */
-export function seedFrom(name: string): number {
+/** The seed in `$name` (a 32-bit unsigned integer; `random`: a fresh one), or `fallback`. */
+export function seedFrom(name: string, fallback: number): number {
   const text = process.env[name];
-  if (text === undefined || text === "") return Math.floor(Math.random() * 2 ** 32);
+  if (text === undefined || text === "") return fallback;
+  // Exploring: a fresh plan each run (printed, so a failure can be replayed).
+  if (text === "random") return Math.floor(Math.random() * 2 ** 32);
   const seed = Number(text);
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
     throw new Error(`${name} must be an integer in [0, 2^32), not ${JSON.stringify(text)}`);

@@ -22,10 +22,11 @@
  * - the session's files hold each text turn and each journal line exactly once.
  *
  * Environment:
- * - `CLAWFLEET_SOAK_SEED=<0..2^32-1>` replays a run: the seed picks every
- *   task's content and its fault. Without it a fresh seed is drawn; it is in
- *   the test's name and in every failure message. Timing still varies between
- *   runs (which attempt a fault lands in), the plan does not.
+ * - `CLAWFLEET_SOAK_SEED=<0..2^32-1>` picks the plan: the seed decides every
+ *   task's content and its fault. Without it the run uses {@link DEFAULT_SEED};
+ *   `CLAWFLEET_SOAK_SEED=random` draws a fresh one. The seed is in the test's
+ *   name and in every failure message. Timing still varies between runs (which
+ *   attempt a fault lands in), the plan does not.
  * - `CLAWFLEET_SOAK_MS=<ms>` runs the long soak: sessions keep sending turns
  *   until that much time has passed (e.g. 600000 for ten minutes). Without it
  *   each session sends {@link TURNS} turns (64 tasks, some 20 faults): 15-25 s
@@ -37,7 +38,9 @@ import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import { FaultInjector, type FaultKind, Rng, seedFrom } from "./chaos-faults.js";
 import { ChaosFleet, type FleetEvent, script } from "./chaos-fleet.js";
 
-const SEED = seedFrom("CLAWFLEET_SOAK_SEED");
+/** The plan CI runs, so a red soak is a change in the code, not in the dice. */
+const DEFAULT_SEED = 20261123;
+const SEED = seedFrom("CLAWFLEET_SOAK_SEED", DEFAULT_SEED);
 const SOAK_MS = Number(process.env.CLAWFLEET_SOAK_MS ?? 0);
 const NODES = ["node-a", "node-b", "node-c"];
 const SESSIONS = ["soak-0", "soak-1", "soak-2", "soak-3"];
