@@ -25,10 +25,13 @@ export interface PoolProfileOptions {
   /** How long a container stays reserved for the session it just served. Default 60 000 ms. */
   reservedWindowMs?: number;
   /**
-   * Healing tier 1: agent restarts in place, in a row without a successful turn, before
-   * the container is recreated. Default 2. Docker pools skip it (the container is the agent).
+   * Healing tier 1: agent restarts in place within `agentRestartWindowMs` before the
+   * container is recreated (OTP restart intensity). Default 2. Docker pools skip it (the
+   * container is the agent).
    */
   maxAgentRestarts?: number;
+  /** The window of `maxAgentRestarts`. Default 300 000 ms. */
+  agentRestartWindowMs?: number;
   /** Turn deadline when a task names none. Default 300 000 ms. */
   turnTimeoutMs?: number;
   /** How often the agent must show life. Default 1000 ms. */
@@ -166,6 +169,7 @@ const PoolProfileSchema = z.strictObject({
   sandbox: z.enum(["auto", "bwrap", "none"]).default("auto"),
   reservedWindowMs: z.number().int().min(0).default(60_000),
   maxAgentRestarts: z.number().int().min(0).default(2),
+  agentRestartWindowMs: z.number().int().min(1).default(300_000),
   turnTimeoutMs: z.number().int().min(100).default(300_000),
   agentHeartbeatMs: z.number().int().min(10).default(1000),
   missedHeartbeats: z.number().int().min(1).default(3),

@@ -10,7 +10,7 @@
  * All I/O is in named actors the node runtime provides (`startContainer`,
  * `runTask`, `watchExit`, `stopContainer`), so the machine is testable alone.
  */
-import { assign, fromCallback, fromPromise, sendParent, setup } from "xstate";
+import { assign, fromCallback, fromPromise, raise, sendParent, setup } from "xstate";
 import type { ContainerHandle, ExitInfo } from "../adapters/pool-adapter.js";
 import type { ContainerState, DispatchRequest } from "../protocol/fleet-messages.js";
 
@@ -27,8 +27,10 @@ export interface ContainerMachineInput {
   readonly pool: string;
   /** How long a container stays reserved for the session it just served. */
   readonly reservedWindowMs: number;
-  /** Agent restarts in place allowed in a row (without a successful turn) before the container fails. */
+  /** Agent restarts in place allowed within `agentRestartWindowMs` before the container fails. */
   readonly maxAgentRestarts?: number;
+  /** The restart-intensity window of tier 1. Default 300 000 ms. */
+  readonly agentRestartWindowMs?: number;
   /** A task to run as soon as the container is up (a "new container" placement). */
   readonly task?: DispatchRequest;
 }
@@ -38,8 +40,9 @@ export interface ContainerContext {
   pool: string;
   reservedWindowMs: number;
   maxAgentRestarts: number;
-  /** Agent restarts since the last successful turn (restart intensity of tier 1). */
-  restartsInARow: number;
+  agentRestartWindowMs: number;
+  /** Agent restarts within the last window (restart intensity of tier 1). */
+  recentRestarts: number;
   /** Agent restarts in place over the container's life, for the supervision tree. */
   agentRestarts: number;
   handle: ContainerHandle | null;
@@ -54,6 +57,7 @@ export type ContainerEvent =
   | { type: "ASSIGN"; task: DispatchRequest }
   | { type: "CANCEL"; taskId: string; attempt: number }
   | { type: "AGENT_EXITED"; info: ExitInfo }
+  | { type: "RESTART_AGED" }
   | { type: "STOP" };
 
 export interface RunTaskInput {
@@ -94,7 +98,7 @@ export const containerMachine = setup({
   },
   delays: { reservedWindow: ({ context }) => context.reservedWindowMs },
   guards: {
-    canRestart: ({ context }) => context.restartsInARow < context.maxAgentRestarts,
+    canRestart: ({ context }) => context.recentRestarts < context.maxAgentRestarts,
   },
   actions: {
     notifyUp: sendParent(({ context }: { context: ContainerContext }) => ({
@@ -114,7 +118,8 @@ export const containerMachine = setup({
     pool: input.pool,
     reservedWindowMs: input.reservedWindowMs,
     maxAgentRestarts: input.maxAgentRestarts ?? 2,
-    restartsInARow: 0,
+    agentRestartWindowMs: input.agentRestartWindowMs ?? 300_000,
+    recentRestarts: 0,
     agentRestarts: 0,
     handle: null,
     task: input.task ?? null,
@@ -123,7 +128,10 @@ export const containerMachine = setup({
     error: null,
   }),
   initial: "starting",
-  on: { STOP: ".stopping" },
+  on: {
+    STOP: ".stopping",
+    RESTART_AGED: { actions: assign({ recentRestarts: ({ context }) => context.recentRestarts - 1 }) },
+  },
   states: {
     starting: {
       invoke: {
@@ -192,7 +200,7 @@ export const containerMachine = setup({
               {
                 // Died mid-turn: restart it in place, but the working copy is suspect.
                 guard: ({ context, event }) =>
-                  !event.output.agentAlive && context.restartsInARow < context.maxAgentRestarts,
+                  !event.output.agentAlive && context.recentRestarts < context.maxAgentRestarts,
                 target: "#container.restarting",
                 actions: assign({ task: null, warm: null }),
               },
@@ -205,7 +213,6 @@ export const containerMachine = setup({
                 guard: ({ event }) => event.output.ok,
                 target: "reserved",
                 actions: assign({
-                  restartsInARow: 0,
                   warm: ({ context }) => ({
                     tenant: context.task!.tenant,
                     session: context.task!.session,
@@ -236,10 +243,14 @@ export const containerMachine = setup({
       },
     },
     restarting: {
-      entry: assign({
-        restartsInARow: ({ context }) => context.restartsInARow + 1,
-        agentRestarts: ({ context }) => context.agentRestarts + 1,
-      }),
+      entry: [
+        assign({
+          recentRestarts: ({ context }) => context.recentRestarts + 1,
+          agentRestarts: ({ context }) => context.agentRestarts + 1,
+        }),
+        // The restart leaves the window when this fires (on the actor's clock, whatever state).
+        raise({ type: "RESTART_AGED" }, { delay: ({ context }) => context.agentRestartWindowMs }),
+      ],
       invoke: {
         src: "restartAgent",
         input: ({ context }) => ({ id: context.id, pool: context.pool, handle: context.handle }),

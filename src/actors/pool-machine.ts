@@ -87,6 +87,7 @@ export const poolMachine = setup({
                   task: event.task,
                   reservedWindowMs: context.profile.reservedWindowMs,
                   maxAgentRestarts: context.profile.maxAgentRestarts,
+                  agentRestartWindowMs: context.profile.agentRestartWindowMs,
                 },
               }),
             },

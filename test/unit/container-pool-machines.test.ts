@@ -370,10 +370,10 @@ describe("pool machine", () => {
       () => pool.restarted.length === 1 && pool.stateOf("c1") === "idle",
     );
     expect(h1.stops).toBe(1);
-    expect(pool.contextOf("c1")).toMatchObject({ warm: null, agentRestarts: 1, restartsInARow: 1 });
+    expect(pool.contextOf("c1")).toMatchObject({ warm: null, agentRestarts: 1, recentRestarts: 1 });
     expect(pool.ids()).toEqual(["c1"]);
 
-    // Dies again before a turn succeeds: past the intensity, the pool recreates the container.
+    // Dies again within the window: past the intensity, the pool recreates the container.
     pool.actor.getSnapshot().context.containers.c1!.send({ type: "ASSIGN", task: dispatch("t2") });
     pool.turnOf("t2").outcome.resolve({ ok: false, agentAlive: false });
     await pool.until("c1 replaced", () => !pool.ids().includes("c1"));
@@ -386,6 +386,27 @@ describe("pool machine", () => {
       "busy",
       "failed",
     ]);
+  });
+
+  it("forgets restarts older than the window (OTP restart intensity, on the injected clock)", async () => {
+    const pool = startPool(
+      profile({ minIdle: 0, max: 1, maxAgentRestarts: 1, agentRestartWindowMs: 60_000 }),
+    );
+    pool.actor.send({ type: "SPAWN", id: "c1", task: dispatch("t1") });
+    await pool.up("c1");
+    pool.turnOf("t1").outcome.resolve({ ok: false, agentAlive: false });
+    await pool.until("c1 restarted", () => pool.stateOf("c1") === "idle");
+    expect(pool.contextOf("c1")).toMatchObject({ recentRestarts: 1 });
+
+    pool.clock.increment(60_000);
+    expect(pool.contextOf("c1")).toMatchObject({ recentRestarts: 0, agentRestarts: 1 });
+    // A death after the window is restarted in place again, not a reason to recreate.
+    pool.actor.getSnapshot().context.containers.c1!.send({ type: "ASSIGN", task: dispatch("t2") });
+    pool.turnOf("t2").outcome.resolve({ ok: false, agentAlive: false });
+    await pool.until("c1 restarted twice", () => pool.restarted.length === 2);
+    await pool.until("c1 idle", () => pool.stateOf("c1") === "idle");
+    expect(pool.ids()).toEqual(["c1"]);
+    expect(pool.contextOf("c1")).toMatchObject({ recentRestarts: 1, agentRestarts: 2 });
   });
 
   it("replaces an idle container whose agent exits on its own", async () => {
