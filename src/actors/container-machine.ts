@@ -130,7 +130,9 @@ export const containerMachine = setup({
   initial: "starting",
   on: {
     STOP: ".stopping",
-    RESTART_AGED: { actions: assign({ recentRestarts: ({ context }) => context.recentRestarts - 1 }) },
+    RESTART_AGED: {
+      actions: assign({ recentRestarts: ({ context }) => context.recentRestarts - 1 }),
+    },
   },
   states: {
     starting: {
