@@ -31,6 +31,17 @@ export interface LivenessHooks {
   running(): Iterable<RunningAttempt>;
 }
 
+/**
+ * How often the monitor judges nodes and leases. A check is a pass over in-memory maps,
+ * cheap enough to run often, so a loss is seen within 5% of its timeout (250 ms with the
+ * defaults) after it.
+ */
+export function livenessCheckEveryMs(
+  options: Pick<ResolvedFleetOptions, "nodeTimeoutMs" | "leaseTtlMs">,
+): number {
+  return Math.max(20, Math.min(options.nodeTimeoutMs, options.leaseTtlMs) / 20);
+}
+
 /** Watches nodes and leases for one leadership term. */
 export class LivenessMonitor {
   readonly view: FleetView & { nodes: Map<string, NodeHeartbeat> } = { nodes: new Map() };
@@ -53,8 +64,7 @@ export class LivenessMonitor {
   async start(): Promise<void> {
     await this.watch(this.nats.kv.nodes, ">", (key, value) => this.onNode(key, value));
     await this.watch(this.nats.kv.leases, "task.>", (key, value) => this.onLease(key, value));
-    const tick = Math.max(20, Math.min(this.options.nodeTimeoutMs, this.options.leaseTtlMs) / 4);
-    this.stoppers.push(every(this.clock, tick, () => this.check()));
+    this.stoppers.push(every(this.clock, livenessCheckEveryMs(this.options), () => this.check()));
   }
 
   stop(): void {
