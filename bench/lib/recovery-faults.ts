@@ -1,22 +1,22 @@
 /**
- * Faults for the recovery bench, on top of the chaos harness (test/chaos/chaos-fleet.ts,
- * used read-only): fleet events stamped with the time this process received them, the
- * processes that make up one container (node → bubblewrap sandbox → agent), the four
- * faults, and a replacement node for one that was killed.
+ * Faults for the recovery bench, on top of the chaos harness (test/chaos/chaos-fleet.ts
+ * and its modules, used read-only): fleet events stamped with the time this process
+ * received them, the processes that make up one container (node → bubblewrap sandbox →
+ * agent), the four faults, and a replacement node for one that was killed.
  */
 import { readlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
+import { Arrivals } from "../../test/chaos/arrivals.js";
+import type { ChaosFleet } from "../../test/chaos/chaos-fleet.js";
+import type { FleetEvent } from "../../test/chaos/fleet-observer.js";
 import {
-  Arrivals,
-  type ChaosFleet,
   descendantsOf,
-  type FleetEvent,
   isAlive,
   type ProcInfo,
   processTable,
-  RoleProcess,
-} from "../../test/chaos/chaos-fleet.js";
+} from "../../test/chaos/process-table.js";
+import { RoleProcess } from "../../test/chaos/role-process.js";
 
 /** The faults the bench injects, in the order it runs them. */
 export const FAULT_KINDS = ["agent-kill", "agent-hang", "container-kill", "node-kill"] as const;

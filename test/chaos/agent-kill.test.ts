@@ -6,14 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import {
-  ChaosFleet,
-  FAST_LIVENESS,
-  isAlive,
-  range,
-  script,
-  stepsByAttempt,
-} from "./chaos-fleet.js";
+import { ChaosFleet, FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { isAlive } from "./process-table.js";
 
 const ROUNDS = 3;
 const ops = [

@@ -18,7 +18,8 @@
  * process group.
  */
 import { readFile } from "node:fs/promises";
-import { type ChaosFleet, retrying, WAIT_MS } from "./chaos-fleet.js";
+import { retrying, WAIT_MS } from "./arrivals.js";
+import type { ChaosFleet } from "./chaos-fleet.js";
 
 /** The mulberry32 generator: 32 bits of state, uniform floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
