@@ -10,6 +10,7 @@ import { loadavg } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { findNatsServer, processPoolAvailableSandbox, resolveFleetOptions } from "../src/index.js";
+import { livenessCheckEveryMs } from "../src/roles/liveness-monitor.js";
 import { ChaosFleet, script } from "../test/chaos/chaos-fleet.js";
 import { withCleanup } from "./lib/cleanup.js";
 import { round } from "./lib/measure.js";
@@ -63,7 +64,7 @@ export async function run(argv: readonly string[]): Promise<object> {
   if (natsBinary === null) throw new Error("nats-server is missing: apt-get install nats-server");
   const options = resolveFleetOptions(FLEET_CONFIG);
   const pool = options.pools[0]!;
-  const tick = Math.max(20, Math.min(options.nodeTimeoutMs, options.leaseTtlMs) / 4);
+  const tick = livenessCheckEveryMs(options);
   const liveness = {
     agent_heartbeat_ms: pool.agentHeartbeatMs,
     missed_heartbeats: pool.missedHeartbeats,

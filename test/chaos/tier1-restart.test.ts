@@ -11,10 +11,11 @@
  * 2. Mid-turn: the agent running a turn is killed after a checkpoint. The
  *    container restarts its agent in place (its working copy now suspect), the
  *    task finishes on a retry, and the counter still goes on.
- * 3. The limit: `maxAgentRestarts` (2) restarts in a row without a successful
- *    turn; the third death in a row fails the container and the pool replaces
- *    it with a new one (new id, the pool's `restarts` in the tree). The session
- *    moves to another container, restored from its snapshot.
+ * 3. The limit: `maxAgentRestarts` (3 here) restarts within
+ *    `agentRestartWindowMs` (5 min: the whole file); the death after that fails
+ *    the container and the pool replaces it with a new one (new id, the pool's
+ *    `restarts` in the tree). The session moves to another container, restored
+ *    from its snapshot.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ContainerInfo } from "../../src/protocol/fleet-messages.js";
@@ -22,7 +23,8 @@ import { killAgent } from "./chaos-faults.js";
 import { ChaosFleet, FAST_LIVENESS, script } from "./chaos-fleet.js";
 
 const NODE = "node-a";
-const MAX_AGENT_RESTARTS = 2;
+/** Above the restarts the first two tests may leave on one container, so the third still has some. */
+const MAX_AGENT_RESTARTS = 3;
 
 /** Up again: its agent answered `ready` and the container takes work. */
 const up = (c: ContainerInfo | null) => c?.state === "idle" || c?.state === "reserved";
@@ -142,7 +144,7 @@ describe("chaos: tier 1, the node restarts a dead agent in its container", () =>
     expect(next).toMatchObject({ status: "succeeded", output: "turn 3: three" });
   });
 
-  it(`replaces the container after more than ${MAX_AGENT_RESTARTS} deaths in a row`, async () => {
+  it(`replaces the container after more than ${MAX_AGENT_RESTARTS} deaths within the window`, async () => {
     const session = "t1-limit";
     const first = await fleet.client.run({ session, input: "first" });
     expect(first.output).toBe("turn 1: first");
@@ -152,9 +154,11 @@ describe("chaos: tier 1, the node restarts a dead agent in its container", () =>
     const base = pool.containers.find((c) => c.id === container)!.restarts ?? 0;
     const others = new Set(pool.containers.map((c) => c.id));
 
-    // Each death within the limit: the same container comes back with a new agent.
+    // Restarts the earlier tests made count too (all within the window): each death still
+    // within the limit brings the same container back with a new agent.
+    expect(base).toBeLessThan(MAX_AGENT_RESTARTS);
     const pids = new Set<number>();
-    for (let n = 1; n <= MAX_AGENT_RESTARTS; n++) {
+    for (let n = 1; base + n <= MAX_AGENT_RESTARTS; n++) {
       pids.add(await killAgent(fleet, NODE, container));
       await fleet.container(
         NODE,
@@ -164,7 +168,7 @@ describe("chaos: tier 1, the node restarts a dead agent in its container", () =>
       );
       expect(pids.has(await fleet.agentPid(NODE, container))).toBe(false);
     }
-    // One more in a row, without a successful turn between: the container fails for good.
+    // One more within the window: the container fails for good.
     await killAgent(fleet, NODE, container);
     await fleet.container(
       NODE,
