@@ -137,6 +137,9 @@ export interface FleetOptions {
   docker?: DockerFleetOptions;
 }
 
+/** The longest delay a Node timer can wait (what XState's delayed events use). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 const IdToken = z
   .string()
   .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-]");
@@ -167,9 +170,10 @@ const PoolProfileSchema = z.strictObject({
   max: z.number().int().min(1).default(4),
   maxConcurrentStarts: z.number().int().min(1).default(2),
   sandbox: z.enum(["auto", "bwrap", "none"]).default("auto"),
-  reservedWindowMs: z.number().int().min(0).default(60_000),
+  reservedWindowMs: z.number().int().min(0).max(MAX_TIMER_MS).default(60_000),
   maxAgentRestarts: z.number().int().min(0).default(2),
-  agentRestartWindowMs: z.number().int().min(1).default(300_000),
+  // Timers (this window ages restarts out) cannot wait longer than 2^31 - 1 ms.
+  agentRestartWindowMs: z.number().int().min(1).max(MAX_TIMER_MS).default(300_000),
   turnTimeoutMs: z.number().int().min(100).default(300_000),
   agentHeartbeatMs: z.number().int().min(10).default(1000),
   missedHeartbeats: z.number().int().min(1).default(3),

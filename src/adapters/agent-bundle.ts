@@ -11,7 +11,7 @@
  * from there in the project's `node_modules`.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -26,14 +26,19 @@ let bundled: Promise<string | null> | undefined;
 
 /**
  * The bundle's path, built on first use; null when it cannot be built or
- * written (say, a read-only install): agents then start through tsx.
+ * written (say, a read-only install): agents then start through tsx. Checked
+ * on every call: a bundle removed meanwhile (another node's cleanup after an
+ * upgrade, a wiped cache) is built again.
  */
-export function scriptedAgentBundle(log?: Logger): Promise<string | null> {
+export async function scriptedAgentBundle(log?: Logger): Promise<string | null> {
   bundled ??= writeBundle().catch((err: unknown) => {
     log?.warn({ err: String(err) }, "cannot bundle the agent; starting it through tsx");
     return null;
   });
-  return bundled;
+  const file = await bundled;
+  if (file === null || (await exists(file))) return file;
+  bundled = undefined;
+  return scriptedAgentBundle(log);
 }
 
 async function writeBundle(): Promise<string> {
@@ -52,17 +57,26 @@ async function writeBundle(): Promise<string> {
   if (!contents) throw new Error("esbuild produced no agent bundle");
   const hash = createHash("sha256").update(contents).digest("hex").slice(0, 16);
   const file = path.join(CACHE_DIR, `${PREFIX}${hash}.mjs`);
-  if (await exists(file)) return file;
+  if (await exists(file)) {
+    // In use again: not stale for another node's cleanup.
+    const now = new Date();
+    await utimes(file, now, now).catch(() => {});
+    return file;
+  }
   await mkdir(CACHE_DIR, { recursive: true });
   // Write-then-rename: another node bundling at the same moment never sees half a file.
   const tmp = `${file}.${process.pid}.tmp`;
   await writeFile(tmp, contents);
   await rename(tmp, file);
-  await removeStale(file);
+  // Housekeeping only: failing at it must not cost the bundle just written.
+  await removeStale(file).catch(() => {});
   return file;
 }
 
-/** Bundles of earlier versions of the agent (a running older node may still use one; it has it open). */
+/**
+ * Removes bundles of other versions of the agent untouched for a day. A node
+ * still running an older version rebuilds its own if it finds it gone.
+ */
 async function removeStale(current: string): Promise<void> {
   const DAY_MS = 24 * 3600 * 1000;
   for (const name of await readdir(CACHE_DIR)) {

@@ -4,6 +4,7 @@
  * files. Healing tier 3 uses both to repair a session (session-repair.ts).
  */
 import type { z } from "zod";
+import { ConfigError } from "../errors.js";
 import {
   checkScriptedBehaviorFile,
   SCRIPTED_CONFIG_FILE,
@@ -39,6 +40,6 @@ const RUNTIMES: Readonly<Record<string, AgentRuntime>> = { scripted: scriptedRun
 /** The runtime named `name` (pool profiles name one; options validation keeps them known). */
 export function agentRuntime(name: string): AgentRuntime {
   const runtime = RUNTIMES[name];
-  if (!runtime) throw new Error(`unknown agent runtime: ${name}`);
+  if (!runtime) throw new ConfigError(`unknown agent runtime: ${name}`);
   return runtime;
 }

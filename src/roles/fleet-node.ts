@@ -57,7 +57,9 @@ export class FleetNode {
   private readonly subs: Subscription[] = [];
   private readonly startedAt: string;
   private seq = 0;
+  /** Takes no more work: stopping, or its root supervisor gave up. */
   private stopping = false;
+  private stopCalled = false;
   private heartbeatQueued = false;
   private stopTicker: () => void = () => {};
   private containerCount = 0;
@@ -121,6 +123,7 @@ export class FleetNode {
     this.handlesByPool.set(profile.name, mine.add(handle));
     // Stopped while starting: nobody else will ever stop this handle.
     if (signal.aborted) {
+      this.forget(handle);
       await handle.stop();
       throw new Error("stopped while starting");
     }
@@ -368,7 +371,8 @@ export class FleetNode {
 
   /** Stops taking work, stops every container, and removes the node from the fleet. */
   async stop(): Promise<void> {
-    if (this.stopping) return;
+    if (this.stopCalled) return;
+    this.stopCalled = true;
     this.stopping = true;
     this.stopTicker();
     for (const s of this.subs) s.unsubscribe();

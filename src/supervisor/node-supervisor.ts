@@ -3,10 +3,12 @@
  * its pools (which supervise their containers, which restart their agents).
  * A pool actor that crashes (an error thrown inside it: a bug, never a
  * container's failure, which the pool handles itself) is started again, as
- * an OTP one-for-one supervisor would; past `poolRestartMax` crashes within
- * `windowMs` the node gives up: it enters `failed`, and the node role stops
- * taking work and raises a critical alert, so the orchestrator places
- * elsewhere and a person looks.
+ * an OTP one-for-one supervisor would, after stopping the dead pool's
+ * containers (XState stops an errored actor, not its children); past
+ * `poolRestartMax` crashes within `windowMs` the node gives up: it enters
+ * `failed`, and the node role stops taking work and announces why in its
+ * heartbeat (shown by `tree`), so the orchestrator places elsewhere and a
+ * person looks.
  */
 import { type ActorRefFrom, assign, type EventObject, setup } from "xstate";
 import { poolMachine } from "../actors/pool-machine.js";
@@ -26,6 +28,7 @@ export interface NodeSupervisorInput {
 
 type PoolRef = ActorRefFrom<typeof poolMachine>;
 
+/** The supervisor's state: its pools, their crash counts, and why it gave up. */
 export interface NodeSupervisorContext {
   readonly profiles: readonly PoolProfile[];
   readonly newId: () => string;
@@ -41,6 +44,7 @@ export interface NodeSupervisorContext {
   failure: string | null;
 }
 
+/** `STOP`, or a child's error (`xstate.error.actor.<id>`, carrying `error`). */
 export type NodeSupervisorEvent = { type: "STOP" } | (EventObject & { error?: unknown });
 
 /** The child id of pool `name`. */
@@ -68,6 +72,12 @@ export const nodeSupervisorMachine = setup({
     mayRestart: ({ context }) => recentCrashes(context).length < context.poolRestartMax,
   },
   actions: {
+    // The crashed pool's containers are still running: stop them (each stops its agent).
+    stopOrphans: ({ context, event }) => {
+      const dead = context.pools[poolOf(event)];
+      const containers = dead?.getSnapshot().context?.containers ?? {};
+      for (const ref of Object.values(containers)) ref.send({ type: "STOP" });
+    },
     restartPool: assign(({ context, event, spawn }) => {
       const name = poolOf(event);
       const profile = context.profiles.find((p) => p.name === name);
@@ -115,11 +125,24 @@ export const nodeSupervisorMachine = setup({
     failure: null,
   }),
   initial: "supervising",
+  // Every state takes child errors: one it did not would make the root itself fail, and an
+  // unobserved root's failure is thrown, which would take the whole process down.
+  on: {
+    "xstate.error.actor.*": {
+      actions: [
+        {
+          type: "poolCrashed",
+          params: ({ event }) => ({ pool: poolOf(event), error: describe(errorOf(event)) }),
+        },
+        "stopOrphans",
+      ],
+    },
+  },
   states: {
     supervising: {
       on: {
-        // Partial wildcards stop at a dot: errors of children that are not pools fall through.
         "xstate.error.actor.*": [
+          // Only pools are children; an error of anything else is taken and ignored.
           { guard: ({ event }) => !event.type.startsWith(ERROR_PREFIX) },
           {
             guard: "mayRestart",
@@ -128,6 +151,7 @@ export const nodeSupervisorMachine = setup({
                 type: "poolCrashed",
                 params: ({ event }) => ({ pool: poolOf(event), error: describe(errorOf(event)) }),
               },
+              "stopOrphans",
               "restartPool",
             ],
           },
@@ -138,6 +162,7 @@ export const nodeSupervisorMachine = setup({
                 type: "poolCrashed",
                 params: ({ event }) => ({ pool: poolOf(event), error: describe(errorOf(event)) }),
               },
+              "stopOrphans",
               "recordFailure",
             ],
           },
@@ -147,7 +172,7 @@ export const nodeSupervisorMachine = setup({
     },
     // Gave up: serves no more work until the node is restarted.
     failed: { entry: "gaveUp", on: { STOP: "stopping" } },
-    // The node role stops the pools; crashes now need no remedy.
+    // The node role stops the pools; a crash now only has its containers stopped.
     stopping: {},
   },
 });

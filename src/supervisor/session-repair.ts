@@ -12,11 +12,14 @@
  *   as a new behaviour version (history keeps the broken one), but only if
  *   nobody changed the behaviour meanwhile: a person's newer fix wins.
  */
-import { lstat, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import { type FileHandle, open, realpath, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { z } from "zod";
 import type { BehaviorSet, BehaviorStore } from "../adapters/behavior-store.js";
 import type { AgentRuntime, RuntimeConfigSpec } from "../agents/agent-runtime.js";
+import { ErrorCodes, RetryableError, TerminalError } from "../errors.js";
 
 /** What the config repair changed. */
 export interface ConfigRepair {
@@ -31,31 +34,41 @@ export interface BehaviorRepair {
   readonly reset: Readonly<Record<string, number>>;
   /** Files removed: no earlier version of them was valid. */
   readonly removed: readonly string[];
-  /** The behaviour the turn runs with now. */
+  /**
+   * The behaviour the turn runs with now: the repaired version, or a newer valid
+   * one somebody wrote meanwhile (then nothing was reset or removed here).
+   */
   readonly behavior: BehaviorSet;
 }
 
-/** Validates and repairs the session config in `workspaceDir`; null when it was fine or absent. */
+/** A config file larger than this is not read: it is replaced with the defaults. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Validates and repairs the session config in `workspaceDir`; null when it was
+ * fine or absent. The agent may still be running in that workspace, so nothing
+ * here trusts a path twice: the file is read through one handle opened without
+ * following a symlink (and without blocking on a FIFO), the repair is written to
+ * a fresh file that must not exist yet, then renamed over the config.
+ */
 export async function repairConfig(
   workspaceDir: string,
   spec: RuntimeConfigSpec,
 ): Promise<ConfigRepair | null> {
   const file = path.join(workspaceDir, spec.file);
-  const stat = await lstat(file).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return null;
-    throw err;
-  });
-  if (!stat) return null;
+  await checkParentInside(workspaceDir, file);
+  const read = await readRegularFile(file);
+  if (read === "absent") return null;
   let json: unknown;
-  if (stat.isFile()) {
+  if (typeof read === "string") {
     try {
-      json = JSON.parse(await readFile(file, "utf8"));
+      json = JSON.parse(read);
     } catch {
       json = undefined;
     }
   }
   let reset: string[] = [];
-  let fixed: Record<string, unknown>;
+  let fixed: Record<string, unknown> = {};
   if (isPlainObject(json)) {
     fixed = { ...json };
     for (const [key, field] of Object.entries(spec.schema.shape) as [string, z.ZodType][]) {
@@ -65,24 +78,70 @@ export async function repairConfig(
       if (fallback.success && fallback.data !== undefined) fixed[key] = fallback.data;
       else delete fixed[key];
     }
+  }
+  if (isPlainObject(json) && spec.schema.safeParse(fixed).success) {
     if (reset.length === 0) return null;
   } else {
-    fixed = {};
-  }
-  // A rule across fields may still fail: then nothing of the file can be trusted.
-  if (!spec.schema.safeParse(fixed).success || !isPlainObject(json)) {
+    // Unreadable, not an object, or a rule across fields still fails: nothing of it is trusted.
     const defaults = spec.schema.safeParse({});
     fixed = defaults.success ? (defaults.data as Record<string, unknown>) : {};
     reset = ["*"];
   }
-  // Not a regular file (a directory, a symlink): replace it, never write through it.
-  if (!stat.isFile()) await rm(file, { recursive: true, force: true });
-  await writeFile(`${file}.repair`, `${JSON.stringify(fixed, null, 2)}\n`);
-  await rename(`${file}.repair`, file);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.repair-${randomHex()}`);
+  // "wx": fails if anything (a symlink planted by the agent included) already sits there.
+  await writeFile(tmp, `${JSON.stringify(fixed, null, 2)}\n`, { flag: "wx", mode: 0o644 });
+  try {
+    // A directory in the way would make the rename fail; a symlink is replaced, not followed.
+    if (read === "not-a-file") await rm(file, { recursive: true, force: true });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
   return { file: spec.file, reset };
 }
 
-/** Validates and repairs the behaviour a turn got; null when every file was fine. */
+/** The file's text; `not-a-file` for a symlink, directory, FIFO or an oversized file. */
+async function readRegularFile(file: string): Promise<string | "absent" | "not-a-file"> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return "absent";
+    if (code === "ELOOP" || code === "ENXIO") return "not-a-file";
+    throw err;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) return "not-a-file";
+    return await fh.readFile("utf8");
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A runtime's config in a subdirectory must not lead out of the workspace through a symlinked directory. */
+async function checkParentInside(workspaceDir: string, file: string): Promise<void> {
+  const root = await realpath(workspaceDir);
+  const parent = await realpath(path.dirname(file)).catch(() => null);
+  if (parent !== null && parent !== root && !parent.startsWith(`${root}${path.sep}`)) {
+    throw new TerminalError(
+      ErrorCodes.PATH_ESCAPE,
+      `${path.relative(workspaceDir, file)}: its directory leaves the workspace`,
+    );
+  }
+}
+
+function randomHex(): string {
+  return randomBytes(6).toString("hex");
+}
+
+/**
+ * Validates and repairs the behaviour a turn got; null when every file of it was
+ * fine. Otherwise the result names the behaviour to run with, which may be a
+ * newer valid version a person wrote meanwhile: a repair never undoes that.
+ */
 export async function repairBehavior(
   store: BehaviorStore,
   runtime: AgentRuntime,
@@ -94,7 +153,7 @@ export async function repairBehavior(
     const bad = Object.entries(current.files)
       .filter(([name, text]) => runtime.checkBehaviorFile(name, text) !== undefined)
       .map(([name]) => name);
-    if (bad.length === 0) return null;
+    if (bad.length === 0) return tries === 0 ? null : { reset: {}, removed: [], behavior: current };
     const history = await store.history(where.tenant, where.profile);
     const set: Record<string, string> = {};
     const reset: Record<string, number> = {};
@@ -123,7 +182,10 @@ export async function repairBehavior(
     // Changed meanwhile: judge the newer version instead.
     current = await store.get(where.tenant, where.profile);
   }
-  throw new Error(`behaviour of ${where.tenant}/${where.profile} keeps changing; not repaired`);
+  throw new RetryableError(
+    ErrorCodes.INTERNAL,
+    `behaviour of ${where.tenant}/${where.profile} keeps changing; not repaired`,
+  );
 }
 
 /** One line for the task's timeline. */
@@ -143,7 +205,12 @@ export function describeRepair(
     for (const [name, version] of Object.entries(behavior.reset))
       parts.push(`behaviour ${name} reset to its version ${version}`);
     for (const name of behavior.removed) parts.push(`behaviour ${name} removed`);
-    parts.push(`behaviour is now version ${behavior.behavior.version}`);
+    const changed = Object.keys(behavior.reset).length + behavior.removed.length > 0;
+    parts.push(
+      changed
+        ? `behaviour is now version ${behavior.behavior.version}`
+        : `behaviour was fixed meanwhile: running with version ${behavior.behavior.version}`,
+    );
   }
   return parts.length === 0
     ? "repair: config and behaviour valid; starting over from the last known-good version"

@@ -94,6 +94,8 @@ describe("chaos: tier 2, a session's lost attempt is recreated from its checkpoi
       [2, "succeeded", undefined],
     ]);
     expect(done.history[0]).toMatchObject({ node: started.node, container: started.container });
+    // Recreate means elsewhere: the container it died in is passed over (another is free).
+    expect(done.history[1]!.container).not.toBe(started.container);
 
     // The timeline tells it: attempt 1 lost to its agent, the ladder's tier 2, attempt 2 placed.
     const { events } = await fleet.client.timeline(taskId);
@@ -177,6 +179,7 @@ describe("chaos: tier 2, a session's lost attempt is recreated from its checkpoi
       container: started.container,
       error: { code: "AGENT_HUNG", message: expect.stringMatching(/missed heartbeats/) },
     });
+    expect(done.history[1]!.container).not.toBe(started.container);
     const steps = stepsByAttempt(await fleet.storedEvents(taskId));
     expect(steps.get(1)).toEqual([1]);
     expect(steps.get(2)).toEqual([2, 3, 4]);

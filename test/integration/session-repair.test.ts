@@ -3,7 +3,8 @@
  * field with the runtime's zod schema, and behaviour files reset to their
  * newest valid earlier version (in a real KV bucket), never over a newer change.
  */
-import { lstat, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { lstat, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -65,6 +66,13 @@ describe("config repair", () => {
     expect((await lstat(file())).isFile()).toBe(true);
     expect(await readFile(outside, "utf8")).toBe("{}");
     await rm(outside);
+    // A FIFO (the agent may plant one) is neither read nor waited on: it is replaced.
+    await rm(file());
+    execFileSync("mkfifo", [file()]);
+    expect((await repairConfig(dir, spec))?.reset).toEqual(["*"]);
+    expect((await lstat(file())).isFile()).toBe(true);
+    // Nothing is left behind beside it.
+    expect((await readdir(dir)).sort()).toEqual(["agent.json"]);
   });
 });
 
@@ -116,7 +124,12 @@ describe("behaviour repair", () => {
     // A person fixed it after the turn read the broken version.
     const fix = await store.change("acme", "p2", { set: { "a.json": "[]" } }, now());
     const p2 = { tenant: "acme", profile: "p2" };
-    expect(await repairBehavior(store, scriptedRuntime, p2, broken, now())).toBeNull();
+    const result = await repairBehavior(store, scriptedRuntime, p2, broken, now());
+    // Nothing reset; the turn runs with the person's fix, which stays the latest.
+    expect(result).toEqual({ reset: {}, removed: [], behavior: fix });
     expect(await store.get("acme", "p2")).toEqual(fix);
+    expect(describeRepair(null, result)).toBe(
+      `repair: behaviour was fixed meanwhile: running with version ${fix.version}`,
+    );
   });
 });
