@@ -4,18 +4,13 @@
  * received them, the processes that make up one container (node → bubblewrap sandbox →
  * agent), the four faults, and a replacement node for one that was killed.
  */
-import { readlink, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
 import { Arrivals } from "../../test/chaos/arrivals.js";
 import type { ChaosFleet } from "../../test/chaos/chaos-fleet.js";
 import type { FleetEvent } from "../../test/chaos/fleet-observer.js";
-import {
-  descendantsOf,
-  isAlive,
-  type ProcInfo,
-  processTable,
-} from "../../test/chaos/process-table.js";
+import { isAlive } from "../../test/chaos/process-table.js";
 import { RoleProcess } from "../../test/chaos/role-process.js";
 
 /** The faults the bench injects, in the order it runs them. */
@@ -72,42 +67,23 @@ export interface FaultTarget {
 }
 
 /**
- * Finds the processes of `container` on `node` (see {@link FaultTarget}) in one pass over
- * /proc: the node's child whose arguments or cwd are the container's workspace, and the
- * deepest `node` process running the scripted agent below it (bwrap → bwrap → agent with
- * bubblewrap; the child itself without), as the harness's `agentPid` finds it.
+ * Finds the processes of `container` on `node` (see {@link FaultTarget}) through the
+ * harness's `containerProcesses`: the node's child for the container (the outer bwrap
+ * with bubblewrap) and the agent below it.
  */
 export async function locate(
   fleet: ChaosFleet,
   node: string,
   container: string,
 ): Promise<FaultTarget> {
-  const nodePid = fleet.pidOf(node);
-  const workspace = path.join(fleet.dataDir, "nodes", node, "containers", container);
-  const table = await processTable();
-  const roots: ProcInfo[] = [];
-  for (const p of table.values()) {
-    if (p.ppid !== nodePid) continue;
-    const cwd = await readlink(`/proc/${p.pid}/cwd`).catch(() => "");
-    if (p.argv.includes(workspace) || cwd === workspace) roots.push(p);
-  }
-  if (roots.length !== 1) {
-    throw new Error(`expected one process for container ${container}, found ${roots.length}`);
-  }
-  const root = roots[0]!;
-  const isAgent = (p: ProcInfo) =>
-    path.basename(p.argv[0] ?? "") === "node" && p.argv.some((a) => a.includes("scripted-agent"));
-  // Nearest first, so the last match is the deepest.
-  const agent = [root, ...descendantsOf(table, root.pid)].filter(isAgent).at(-1);
-  if (agent === undefined)
-    throw new Error(`no scripted-agent process under container ${container}`);
+  const { root, agent, sandboxed } = await fleet.containerProcesses(node, container);
   return {
     node,
     container,
-    nodePid,
-    containerPid: root.pid,
-    agentPid: agent.pid,
-    sandboxed: root.pid !== agent.pid,
+    nodePid: fleet.pidOf(node),
+    containerPid: root,
+    agentPid: agent,
+    sandboxed,
   };
 }
 

@@ -41,20 +41,30 @@ export async function scriptedAgentBundle(log?: Logger): Promise<string | null> 
   return scriptedAgentBundle(log);
 }
 
-async function writeBundle(): Promise<string> {
+/**
+ * The reference agent bundled by esbuild into one ES module's bytes; `external`
+ * packages stay imports (the Docker image inlines everything, for it has no
+ * `node_modules`).
+ */
+export async function buildAgent(external: readonly string[] = []): Promise<Uint8Array> {
   const result = await build({
     entryPoints: [AGENT_ENTRY],
     bundle: true,
     platform: "node",
     format: "esm",
     target: "node20",
-    external: ["better-sqlite3"],
+    external: [...external],
     write: false,
     legalComments: "none",
     logLevel: "silent",
   });
   const contents = result.outputFiles[0]?.contents;
   if (!contents) throw new Error("esbuild produced no agent bundle");
+  return contents;
+}
+
+async function writeBundle(): Promise<string> {
+  const contents = await buildAgent(["better-sqlite3"]);
   const hash = createHash("sha256").update(contents).digest("hex").slice(0, 16);
   const file = path.join(CACHE_DIR, `${PREFIX}${hash}.mjs`);
   if (await exists(file)) {

@@ -18,9 +18,9 @@ import { readFile, realpath, stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type Docker from "dockerode";
-import { build } from "esbuild";
 import { pack } from "tar-stream";
 import { ConfigError } from "../errors.js";
+import { buildAgent } from "./agent-bundle.js";
 
 /** The tag `clawfleet image build` gives the image by default, and pools run by default. */
 export const DEFAULT_AGENT_IMAGE = "clawfleet-agent:local";
@@ -30,8 +30,6 @@ export const AGENT_UID = 10001;
 export const IMAGE_WORKSPACE = "/workspace";
 /** The label holding the hash of the build context. */
 export const CONTEXT_HASH_LABEL = "io.clawfleet.context-hash";
-
-const AGENT_ENTRY = fileURLToPath(new URL("../agents/scripted-agent.ts", import.meta.url));
 
 /** The HEALTHCHECK script, shared with docker/Dockerfile. */
 const HEALTHCHECK = fileURLToPath(new URL("../../docker/healthcheck.mjs", import.meta.url));
@@ -88,21 +86,13 @@ export async function nodeRuntimeFiles(nodePath: string = process.execPath) {
   return { binary, libs: [...libs].sort() };
 }
 
-/** The reference agent and its dependencies as one ES module. */
+/** The reference agent and its dependencies (better-sqlite3 included) as one ES module. */
 export async function bundleAgent(): Promise<Buffer> {
-  const result = await build({
-    entryPoints: [AGENT_ENTRY],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    write: false,
-    legalComments: "none",
-    logLevel: "silent",
-  });
-  const file = result.outputFiles[0];
-  if (!file) throw new ConfigError("esbuild produced no agent bundle");
-  return Buffer.from(file.contents);
+  try {
+    return Buffer.from(await buildAgent());
+  } catch (err) {
+    throw new ConfigError(`cannot bundle the agent: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 const text = (s: string) => Buffer.from(s, "utf8");

@@ -18,20 +18,9 @@
  * process group.
  */
 import { readFile } from "node:fs/promises";
+import { mulberry32 } from "../../src/sim/workload.js";
 import { retrying, WAIT_MS } from "./arrivals.js";
 import type { ChaosFleet } from "./chaos-fleet.js";
-
-/** The mulberry32 generator: 32 bits of state, uniform floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A seeded random stream; {@link fork} derives independent ones by label. */
 export class Rng {
