@@ -262,7 +262,9 @@ export class ChaosFleet extends FleetObserver implements AsyncDisposable {
     const table = await processTable();
     const roots = new Set<number>();
     for (const r of [...this.nodes.values(), ...this.others, ...this.retired]) {
-      if (r.child.pid !== undefined) roots.add(r.child.pid);
+      // An exited role's pid may since belong to anyone (another test file's process).
+      const running = r.child.exitCode === null && r.child.signalCode === null;
+      if (running && r.child.pid !== undefined) roots.add(r.child.pid);
     }
     const inData = (p: string) => p === this.dataDir || p.startsWith(`${this.dataDir}/`);
     for (const p of table.values()) {
@@ -285,7 +287,8 @@ export class ChaosFleet extends FleetObserver implements AsyncDisposable {
     const roles = [...this.nodes.values(), ...this.others, ...this.retired];
     for (const r of roles) {
       // A stopped process takes SIGKILL too, but resume it so nothing lingers half-frozen.
-      if (r.child.pid !== undefined) signalQuietly(r.child.pid, "SIGCONT");
+      const running = r.child.exitCode === null && r.child.signalCode === null;
+      if (running && r.child.pid !== undefined) signalQuietly(r.child.pid, "SIGCONT");
     }
     await Promise.all(roles.map((r) => r.stop("SIGKILL")));
     // Agents and sandboxes: kill them by pid if they are still the processes we saw.
