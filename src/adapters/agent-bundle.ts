@@ -31,14 +31,17 @@ let bundled: Promise<string | null> | undefined;
  * upgrade, a wiped cache) is built again.
  */
 export async function scriptedAgentBundle(log?: Logger): Promise<string | null> {
-  bundled ??= writeBundle().catch((err: unknown) => {
-    log?.warn({ err: String(err) }, "cannot bundle the agent; starting it through tsx");
-    return null;
-  });
-  const file = await bundled;
-  if (file === null || (await exists(file))) return file;
-  bundled = undefined;
-  return scriptedAgentBundle(log);
+  for (let tries = 0; ; tries++) {
+    bundled ??= writeBundle().catch((err: unknown) => {
+      log?.warn({ err: String(err) }, "cannot bundle the agent; starting it through tsx");
+      return null;
+    });
+    const file = await bundled;
+    if (file === null || (await exists(file))) return file;
+    bundled = undefined;
+    // Gone again right after it was written: something keeps removing it; use tsx.
+    if (tries > 0) return null;
+  }
 }
 
 /**
