@@ -68,6 +68,16 @@ export interface RunTaskInput {
   readonly signal: AbortSignal;
 }
 
+/** What an up container does between turns (idle or reserved). */
+const WAITING_FOR_WORK = {
+  ASSIGN: { target: "busy", actions: "takeTask" },
+  AGENT_EXITED: [
+    // Died between turns: its workspace is as the last turn left it (still warm).
+    { guard: "canRestart", target: "#container.restarting" },
+    { target: "#container.failed", actions: "recordExit" },
+  ],
+} as const;
+
 /** The container machine; its named actors are provided by the node runtime. */
 export const containerMachine = setup({
   types: {
@@ -101,6 +111,10 @@ export const containerMachine = setup({
     canRestart: ({ context }) => context.recentRestarts < context.maxAgentRestarts,
   },
   actions: {
+    takeTask: assign({ task: ({ event }) => (event.type === "ASSIGN" ? event.task : null) }),
+    recordExit: assign({
+      error: ({ event }) => (event.type === "AGENT_EXITED" ? event.info.error.message : null),
+    }),
     notifyUp: sendParent(({ context }: { context: ContainerContext }) => ({
       type: "CONTAINER_UP",
       id: context.id,
@@ -159,34 +173,10 @@ export const containerMachine = setup({
             { target: "idle" },
           ],
         },
-        idle: {
-          on: {
-            ASSIGN: { target: "busy", actions: assign({ task: ({ event }) => event.task }) },
-            AGENT_EXITED: [
-              // Died between turns: its workspace is as the last turn left it (still warm).
-              { guard: "canRestart", target: "#container.restarting" },
-              {
-                target: "#container.failed",
-                actions: assign({ error: ({ event }) => event.info.error.message }),
-              },
-            ],
-          },
-        },
+        idle: { on: WAITING_FOR_WORK },
         // Just served a session: kept for its follow-up for the reserved window, then idle
         // (still warm). The orchestrator decides who may take it meanwhile.
-        reserved: {
-          after: { reservedWindow: "idle" },
-          on: {
-            ASSIGN: { target: "busy", actions: assign({ task: ({ event }) => event.task }) },
-            AGENT_EXITED: [
-              { guard: "canRestart", target: "#container.restarting" },
-              {
-                target: "#container.failed",
-                actions: assign({ error: ({ event }) => event.info.error.message }),
-              },
-            ],
-          },
-        },
+        reserved: { after: { reservedWindow: "idle" }, on: WAITING_FOR_WORK },
         busy: {
           entry: assign({ abort: () => new AbortController() }),
           invoke: {

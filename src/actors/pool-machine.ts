@@ -6,8 +6,13 @@
  */
 import { type ActorRefFrom, assign, enqueueActions, setup } from "xstate";
 import type { PoolProfile } from "../fleet-options.js";
-import type { ContainerState, DispatchRequest } from "../protocol/fleet-messages.js";
-import { containerMachine, containerStateOf } from "./container-machine.js";
+import type {
+  ContainerInfo,
+  ContainerState,
+  DispatchRequest,
+  NodeHeartbeat,
+} from "../protocol/fleet-messages.js";
+import { type ContainerContext, containerMachine, containerStateOf } from "./container-machine.js";
 
 export interface PoolMachineInput {
   readonly name: string;
@@ -46,6 +51,48 @@ export function poolStates(context: PoolContext): Record<ContainerState, number>
     counts[s] = (counts[s] ?? 0) + 1;
   }
   return counts;
+}
+
+/**
+ * How a node announces one pool (run by `context`, under `profile`) in its
+ * heartbeat: the pool's summary and each of its containers, as of `at`.
+ */
+export function announcePool(
+  node: string,
+  profile: PoolProfile,
+  context: PoolContext,
+  at: string,
+  crashes = 0,
+): { pool: NodeHeartbeat["pools"][number]; containers: ContainerInfo[] } {
+  const containers = Object.values(context.containers).map((ref): ContainerInfo => {
+    const snap = ref.getSnapshot();
+    const c: ContainerContext = snap.context;
+    const holder = c.task ?? c.warm;
+    return {
+      id: c.id,
+      node,
+      pool: profile.name,
+      runtime: profile.runtime,
+      state: containerStateOf(snap),
+      tenant: holder?.tenant,
+      session: holder?.session,
+      taskId: c.task?.taskId,
+      restarts: c.agentRestarts,
+      updatedAt: at,
+    };
+  });
+  const pool = {
+    node,
+    name: profile.name,
+    runtime: profile.runtime,
+    minIdle: profile.minIdle,
+    max: profile.max,
+    size: containers.length,
+    states: poolStates(context),
+    restarts: context.replaced,
+    crashes,
+  };
+  return { pool, containers };
 }
 
 /** Why a new container cannot be started now, or null if it can. */

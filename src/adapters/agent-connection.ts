@@ -211,6 +211,28 @@ export class AgentConnection {
   }
 
   /**
+   * {@link waitReady} for a container that is starting: if the agent never gets
+   * ready, `stop` takes the container down and the start fails
+   * `AGENT_START_FAILED`, naming `containerId` and the agent's last log lines.
+   */
+  async readyOrStop(
+    containerId: string,
+    timeoutMs: number,
+    stop: () => Promise<void>,
+  ): Promise<void> {
+    try {
+      await this.waitReady(timeoutMs);
+    } catch (err) {
+      await stop();
+      const tail = this.logTail().slice(-5).join(" | ");
+      const reason = (err as Error).message + (tail === "" ? "" : `; agent log: ${tail}`);
+      throw new AgentError(ErrorCodes.AGENT_START_FAILED, `container ${containerId}: ${reason}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /**
    * Runs one turn (see {@link ContainerHandle.runTurn}). Settles only once the
    * agent is idle again or the connection has failed, so `alive` afterwards says
    * whether another turn may follow. On timeout, abort or a failing hook the

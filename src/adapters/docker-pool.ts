@@ -178,16 +178,7 @@ export class DockerPool implements PoolAdapter {
       await container.start();
       const pid = (await container.inspect()).State.Pid;
       handle.memoryStatPath = pid > 0 ? await cgroupMemoryStatPath(pid) : undefined;
-      try {
-        await conn.waitReady(spec.profile.startTimeoutMs);
-      } catch (err) {
-        await handle.stop();
-        const tail = conn.logTail().slice(-5).join(" | ");
-        const reason = (err as Error).message + (tail === "" ? "" : `; agent log: ${tail}`);
-        throw new AgentError(ErrorCodes.AGENT_START_FAILED, `container ${spec.id}: ${reason}`, {
-          cause: err,
-        });
-      }
+      await conn.readyOrStop(spec.id, spec.profile.startTimeoutMs, () => handle.stop());
       this.governor.track(handle, spec);
       log.debug({}, "container ready");
       return handle;

@@ -152,16 +152,7 @@ export class ProcessPool implements PoolAdapter {
     const handle = new ProcessContainer(spec, sandbox, child, conn, this.clock, this.options, log);
     this.handles.add(handle);
     handle.onClosed(() => this.handles.delete(handle));
-    try {
-      await conn.waitReady(spec.profile.startTimeoutMs);
-    } catch (err) {
-      await handle.stop();
-      const tail = conn.logTail().slice(-5).join(" | ");
-      const reason = (err as Error).message + (tail === "" ? "" : `; agent log: ${tail}`);
-      throw new AgentError(ErrorCodes.AGENT_START_FAILED, `container ${spec.id}: ${reason}`, {
-        cause: err,
-      });
-    }
+    await conn.readyOrStop(spec.id, spec.profile.startTimeoutMs, () => handle.stop());
     log.debug({}, "agent ready");
     return handle;
   }

@@ -8,12 +8,8 @@ import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Subscription } from "@nats-io/nats-core";
 import { type Actor, type ActorRefFrom, createActor, fromPromise, waitFor } from "xstate";
-import {
-  type ContainerContext,
-  containerMachine,
-  containerStateOf,
-} from "../actors/container-machine.js";
-import { type PoolContext, poolMachine, poolStates, refuseStart } from "../actors/pool-machine.js";
+import { containerMachine, containerStateOf } from "../actors/container-machine.js";
+import { announcePool, poolMachine, refuseStart } from "../actors/pool-machine.js";
 import type { FleetNats } from "../adapters/fleet-nats.js";
 import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
 import { ObjectWorkspaceStore } from "../adapters/object-workspace-store.js";
@@ -24,7 +20,6 @@ import { toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import { type Logger, silentLogger } from "../logger.js";
 import {
-  type ContainerInfo,
   type DispatchReply,
   DispatchRequestSchema,
   NodeCancelSchema,
@@ -266,49 +261,26 @@ export class FleetNode {
 
   /** This node's announcement: its pools and containers as they are now. */
   heartbeat(): NodeHeartbeat {
-    const containers: ContainerInfo[] = [];
-    const pools = [];
     const root = this.root.getSnapshot().context;
-    for (const [profile, pool] of this.poolRefs()) {
-      const ctx: PoolContext = pool.getSnapshot().context;
-      for (const ref of Object.values(ctx.containers)) {
-        const snap = ref.getSnapshot();
-        const c: ContainerContext = snap.context;
-        const holder = c.task ?? c.warm;
-        containers.push({
-          id: c.id,
-          node: this.id,
-          pool: profile.name,
-          runtime: profile.runtime,
-          state: containerStateOf(snap),
-          tenant: holder?.tenant,
-          session: holder?.session,
-          taskId: c.task?.taskId,
-          restarts: c.agentRestarts,
-          updatedAt: isoNow(this.clock),
-        });
-      }
-      pools.push({
-        node: this.id,
-        name: profile.name,
-        runtime: profile.runtime,
-        minIdle: profile.minIdle,
-        max: profile.max,
-        size: Object.keys(ctx.containers).length,
-        states: poolStates(ctx),
-        restarts: ctx.replaced,
-        crashes: root.poolCrashes[profile.name] ?? 0,
-      });
-    }
+    const at = isoNow(this.clock);
+    const announced = this.poolRefs().map(([profile, pool]) =>
+      announcePool(
+        this.id,
+        profile,
+        pool.getSnapshot().context,
+        at,
+        root.poolCrashes[profile.name],
+      ),
+    );
     return {
       id: this.id,
       startedAt: this.startedAt,
-      at: isoNow(this.clock),
+      at,
       seq: ++this.seq,
       stopping: this.stopping || undefined,
       failure: root.failure ?? undefined,
-      pools,
-      containers,
+      pools: announced.map((a) => a.pool),
+      containers: announced.flatMap((a) => a.containers),
     };
   }
 

@@ -11,22 +11,16 @@
  */
 import { type Actor, createActor, fromPromise } from "xstate";
 import {
-  type ContainerContext,
   containerMachine,
   containerStateOf,
   type RunTaskInput,
   type TaskOutcome,
 } from "../actors/container-machine.js";
-import { type PoolContext, poolMachine, poolStates, refuseStart } from "../actors/pool-machine.js";
+import { announcePool, poolMachine, refuseStart } from "../actors/pool-machine.js";
 import type { ContainerHandle } from "../adapters/pool-adapter.js";
 import { type Clock, isoNow } from "../clock.js";
 import { type PoolProfile, resolvePoolProfile } from "../fleet-options.js";
-import type {
-  ContainerInfo,
-  DispatchReply,
-  DispatchRequest,
-  NodeHeartbeat,
-} from "../protocol/fleet-messages.js";
+import type { DispatchReply, DispatchRequest, NodeHeartbeat } from "../protocol/fleet-messages.js";
 import type { ResolvedSimOptions } from "./sim-options.js";
 
 /** What the node needs from the rest of the simulation. */
@@ -201,36 +195,13 @@ export class SimNode {
 
   /** The node's announcement, built as `FleetNode.heartbeat()` builds it. */
   heartbeat(): NodeHeartbeat {
-    const ctx: PoolContext = this.pool.getSnapshot().context;
     const at = isoNow(this.clock);
-    const containers: ContainerInfo[] = [];
-    for (const ref of Object.values(ctx.containers)) {
-      const snap = ref.getSnapshot();
-      const c: ContainerContext = snap.context;
-      const holder = c.task ?? c.warm;
-      containers.push({
-        id: c.id,
-        node: this.id,
-        pool: this.profile.name,
-        runtime: this.profile.runtime,
-        state: containerStateOf(snap),
-        tenant: holder?.tenant,
-        session: holder?.session,
-        taskId: c.task?.taskId,
-        updatedAt: at,
-      });
-    }
-    const pool = {
-      node: this.id,
-      name: this.profile.name,
-      runtime: this.profile.runtime,
-      minIdle: this.profile.minIdle,
-      max: this.profile.max,
-      size: Object.keys(ctx.containers).length,
-      states: poolStates(ctx),
-      restarts: ctx.replaced,
-      crashes: 0,
-    };
+    const { pool, containers } = announcePool(
+      this.id,
+      this.profile,
+      this.pool.getSnapshot().context,
+      at,
+    );
     return {
       id: this.id,
       startedAt: this.startedAt,
