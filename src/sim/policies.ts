@@ -12,6 +12,7 @@
  */
 import {
   type Claims,
+  decidePlacement,
   type FleetView,
   type LadderDecision,
   poolKey,
@@ -35,29 +36,6 @@ export interface PlacementPolicy {
   observe(hb: NodeHeartbeat): void;
   /** The node accepted the task's attempt on `container`. */
   accepted(taskId: string, container: string): void;
-}
-
-/** The real ladder with the real claims. */
-class LadderPolicy implements PlacementPolicy {
-  readonly name = "ladder" as const;
-  readonly warmFirst = true;
-  private readonly claims = new PlacementClaims();
-  decide(tenant: string, session: string, view: FleetView): LadderDecision {
-    return this.claims.decide(tenant, session, view);
-  }
-  claim(taskId: string, placement: Placement): void {
-    this.claims.claim(taskId, placement);
-  }
-  release(taskId: string): void {
-    this.claims.release(taskId);
-  }
-  refuse(placement: Placement): void {
-    this.claims.refuse(placement);
-  }
-  observe(hb: NodeHeartbeat): void {
-    this.claims.observe(hb);
-  }
-  accepted(): void {}
 }
 
 /**
@@ -103,6 +81,15 @@ abstract class ClaimsKeeper {
     return null;
   }
   accepted(_taskId: string, _container: string): void {}
+}
+
+/** The real ladder with the real claims. */
+class LadderPolicy extends ClaimsKeeper implements PlacementPolicy {
+  readonly name = "ladder" as const;
+  readonly warmFirst = true;
+  decide(tenant: string, session: string, view: FleetView): LadderDecision {
+    return decidePlacement(tenant, session, view, this.snapshot());
+  }
 }
 
 function containersOf(view: FleetView): ContainerInfo[] {
