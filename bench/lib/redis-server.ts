@@ -3,10 +3,10 @@
  * port, with persistence off (`--save "" --appendonly no`) and its dir in a temp dir.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createServer } from "node:net";
-import path from "node:path";
 import { promisify } from "node:util";
+import { findExecutable } from "../../src/adapters/nats-server-binary.js";
 
 const run = promisify(execFile);
 const INSTALL = "apt-get install -y redis-server";
@@ -23,16 +23,7 @@ export interface RedisServer {
 
 /** The path of redis-server, or null. */
 export function findRedisServer(): string | null {
-  const dirs = [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), ...SEARCH_DIRS];
-  for (const dir of dirs) {
-    const candidate = path.join(dir, "redis-server");
-    try {
-      if (!statSync(candidate).isFile()) continue;
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {}
-  }
-  return null;
+  return findExecutable("redis-server", process.env.PATH ?? "", SEARCH_DIRS);
 }
 
 /**

@@ -98,7 +98,12 @@ function runCommand(command: string, args: string[]): Promise<CommandResult> {
   });
 }
 
-function findExecutable(name: string, pathEnv: string, extraDirs: string[]): string | null {
+/** The first executable file `name` on `pathEnv` (a PATH string), then in `extraDirs`; or null. */
+export function findExecutable(
+  name: string,
+  pathEnv: string,
+  extraDirs: readonly string[],
+): string | null {
   const dirs = [...pathEnv.split(path.delimiter).filter(Boolean), ...extraDirs];
   for (const dir of dirs) {
     const candidate = path.resolve(dir, name);
