@@ -5,14 +5,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { findNatsServer } from "../src/adapters/nats-server-binary.js";
-import { startNatsServer } from "../src/adapters/nats-server-process.js";
+import { findNatsServer } from "../src/adapters/nats/nats-server-binary.js";
+import { startNatsServer } from "../src/adapters/nats/nats-server-process.js";
 import {
   SnapshotStore,
   SQLITE_LIVE_FILES,
   snapshotStoreNames,
   type VersionInfo,
-} from "../src/adapters/snapshot-store.js";
+} from "../src/adapters/snapshots/snapshot-store.js";
 import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
 import { round } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";

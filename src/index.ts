@@ -13,39 +13,48 @@ export {
 export { poolMachine } from "./actors/pool-machine.js";
 // Actors, for embedding and simulation
 export { type Placement, statusOfState, taskMachine, taskRecordOf } from "./actors/task-machine.js";
-export { AgentConnection, type AgentConnectionOptions } from "./adapters/agent-connection.js";
-export { type BehaviorSet, BehaviorStore } from "./adapters/behavior-store.js";
-// NATS plumbing
-export { connectFleet, type FleetNats, type FleetNatsOptions } from "./adapters/fleet-nats.js";
-export { LocalWorkspaceStore, type WorkspaceStore } from "./adapters/local-workspace-store.js";
-export { ensureNatsServer, findNatsServer, installHint } from "./adapters/nats-server-binary.js";
 export {
-  type NatsServerHandle,
-  type StartNatsServerOptions,
-  startNatsServer,
-} from "./adapters/nats-server-process.js";
-export {
-  ObjectWorkspaceStore,
-  type ObjectWorkspaceStoreOptions,
-} from "./adapters/object-workspace-store.js";
+  AgentConnection,
+  type AgentConnectionOptions,
+} from "./adapters/agent-link/agent-connection.js";
 export type {
   ContainerHandle,
   ContainerSpec,
   ExitInfo,
   PoolAdapter,
   TurnHooks,
-} from "./adapters/pool-adapter.js";
+} from "./adapters/agent-link/pool-adapter.js";
+// NATS plumbing
+export { connectFleet, type FleetNats, type FleetNatsOptions } from "./adapters/nats/fleet-nats.js";
+export {
+  ensureNatsServer,
+  findNatsServer,
+  installHint,
+} from "./adapters/nats/nats-server-binary.js";
+export {
+  type NatsServerHandle,
+  type StartNatsServerOptions,
+  startNatsServer,
+} from "./adapters/nats/nats-server-process.js";
 export {
   ProcessPool,
   type ProcessPoolOptions,
   processPoolAvailableSandbox,
-} from "./adapters/process-pool.js";
+} from "./adapters/process/process-pool.js";
+export { type BehaviorSet, BehaviorStore } from "./adapters/records/behavior-store.js";
+export type { PostMortem } from "./adapters/records/quarantine-registry.js";
 export {
   SnapshotStore,
   type SnapshotStoreOptions,
   SQLITE_LIVE_FILES,
   type VersionInfo,
-} from "./adapters/snapshot-store.js";
+} from "./adapters/snapshots/snapshot-store.js";
+export { LocalWorkspaceStore } from "./adapters/workspace/local-workspace-store.js";
+export {
+  ObjectWorkspaceStore,
+  type ObjectWorkspaceStoreOptions,
+} from "./adapters/workspace/object-workspace-store.js";
+export type { WorkspaceStore } from "./adapters/workspace/workspace-store.js";
 export { type Clock, systemClock } from "./clock.js";
 // Cross-cutting
 export {
@@ -120,6 +129,5 @@ export {
   type SimOptions,
   type SimReport,
 } from "./sim/index.js";
-export type { PostMortem } from "./supervisor/quarantine-registry.js";
 export { RestartIntensity } from "./supervisor/restart-intensity.js";
 export { type HealingOptions, SessionSupervisor } from "./supervisor/session-supervisor.js";

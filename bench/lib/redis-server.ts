@@ -6,7 +6,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { promisify } from "node:util";
-import { findExecutable } from "../../src/adapters/nats-server-binary.js";
+import { findExecutable } from "../../src/adapters/nats/nats-server-binary.js";
 
 const run = promisify(execFile);
 const INSTALL = "apt-get install -y redis-server";

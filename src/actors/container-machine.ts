@@ -11,7 +11,7 @@
  * `runTask`, `watchExit`, `stopContainer`), so the machine is testable alone.
  */
 import { assign, fromCallback, fromPromise, raise, sendParent, setup } from "xstate";
-import type { ContainerHandle, ExitInfo } from "../adapters/pool-adapter.js";
+import type { ContainerHandle, ExitInfo } from "../adapters/agent-link/pool-adapter.js";
 import type { ContainerState, DispatchRequest } from "../protocol/fleet-messages.js";
 
 /** How a turn ended, from the container's point of view. */

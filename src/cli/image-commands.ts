@@ -5,8 +5,8 @@
  * image id on stdout.
  */
 import type { Command } from "commander";
-import { buildAgentImage, DEFAULT_AGENT_IMAGE } from "../adapters/docker-image.js";
-import { dockerClient } from "../adapters/docker-pool-wiring.js";
+import { buildAgentImage, DEFAULT_AGENT_IMAGE } from "../adapters/docker/docker-image.js";
+import { dockerClient } from "../adapters/docker/docker-pool-wiring.js";
 import { ConfigError } from "../errors.js";
 import { printJson } from "./cli-common.js";
 

@@ -3,7 +3,7 @@
  * and `clawfleet session release <session>` (let a quarantined session work again).
  */
 import type { Command } from "commander";
-import type { PostMortem, Quarantine } from "../supervisor/quarantine-registry.js";
+import type { PostMortem, Quarantine } from "../adapters/records/quarantine-registry.js";
 import { printJson, withClient, withFleetFlags } from "./cli-common.js";
 import type { LocatorFlags } from "./fleet-locator.js";
 

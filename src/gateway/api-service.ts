@@ -7,7 +7,7 @@
 import type { Msg } from "@nats-io/nats-core";
 import { type Service, type ServiceMsg, Svcm } from "@nats-io/services";
 import { z } from "zod";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { type Clock, systemClock } from "../clock.js";
 import {
   ClawfleetError,

@@ -3,8 +3,8 @@
  * and `behavior.history` on `<prefix>.api.`, per tenant and runtime profile.
  */
 import { z } from "zod";
-import { BehaviorStore } from "../adapters/behavior-store.js";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { BehaviorStore } from "../adapters/records/behavior-store.js";
 import { type Clock, isoNow } from "../clock.js";
 import { NotFoundError } from "../errors.js";
 import { IdSchema } from "../protocol/api-schemas.js";

@@ -3,8 +3,8 @@
  * nodes bucket (live heartbeats only), queue depth from the leading
  * orchestrator; a fleet without a leader reports `queueDepth: null`.
  */
-import { bucketKeys, type FleetNats } from "../adapters/fleet-nats.js";
-import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/leader-lease.js";
+import { bucketKeys, type FleetNats } from "../adapters/nats/fleet-nats.js";
+import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/records/leader-lease.js";
 import type { Clock } from "../clock.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { FleetStatus } from "../protocol/api-schemas.js";

@@ -4,7 +4,7 @@
  * holds (session, task), and the sessions the leading orchestrator is healing,
  * with their tier and tier history.
  */
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import type { Clock } from "../clock.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { ContainerInfo, OrchestratorStatus } from "../protocol/fleet-messages.js";

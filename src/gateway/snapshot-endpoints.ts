@@ -9,8 +9,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { z } from "zod";
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import { SnapshotStore, SQLITE_LIVE_FILES, type VersionInfo } from "../adapters/snapshot-store.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import {
+  SnapshotStore,
+  SQLITE_LIVE_FILES,
+  type VersionInfo,
+} from "../adapters/snapshots/snapshot-store.js";
 import type { Clock } from "../clock.js";
 import { IdSchema } from "../protocol/api-schemas.js";
 

@@ -3,9 +3,9 @@
  * quarantined sessions) and `session.release` (lift a quarantine).
  */
 import { z } from "zod";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { QuarantineRegistry } from "../adapters/records/quarantine-registry.js";
 import { IdSchema } from "../protocol/api-schemas.js";
-import { QuarantineRegistry } from "../supervisor/quarantine-registry.js";
 
 export const ReleaseRequestSchema = z.strictObject({
   tenant: IdSchema.default("default"),

@@ -5,7 +5,7 @@
  * the same key submitted twice yields the same task and one execution.
  */
 import { createHash, randomBytes } from "node:crypto";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { type Clock, isoNow } from "../clock.js";
 import { ValidationError } from "../errors.js";
 import {

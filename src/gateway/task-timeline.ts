@@ -22,7 +22,7 @@
  */
 import { DeliverPolicy } from "@nats-io/jetstream";
 import { z } from "zod";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { TaskStatusSchema } from "../protocol/api-schemas.js";
 import { TaskEventSchema, TimelineEventSchema } from "../protocol/fleet-messages.js";
 import type { FleetSubjects } from "../protocol/fleet-subjects.js";

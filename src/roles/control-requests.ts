@@ -4,7 +4,7 @@
  * subscriptions, held only while leading, so exactly the leader answers.
  */
 import type { Subscription } from "@nats-io/nats-core";
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { toErrorInfo } from "../errors.js";
 import type { TaskRecord } from "../protocol/api-schemas.js";
 import type { OrchestratorStatus } from "../protocol/fleet-messages.js";

@@ -6,8 +6,8 @@
  * out the previous leader's ack wait.
  */
 import { AckPolicy, type ConsumerMessages, DeliverPolicy } from "@nats-io/jetstream";
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import { isNotFound } from "../adapters/nats-retry.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { isNotFound } from "../adapters/nats/nats-retry.js";
 
 const NS_PER_MS = 1_000_000;
 

@@ -5,8 +5,8 @@
  */
 import { type Actor, createActor, fromCallback, toPromise } from "xstate";
 import { type OrchestratorEvent, orchestratorMachine } from "../actors/orchestrator-machine.js";
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/leader-lease.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { LeaderLease, ORCHESTRATOR_LEASE_KEY } from "../adapters/records/leader-lease.js";
 import { type Clock, every, systemClock } from "../clock.js";
 import { toErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";

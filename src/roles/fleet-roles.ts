@@ -5,11 +5,11 @@
  */
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { connectFleet, type FleetNats } from "../adapters/fleet-nats.js";
-import { ensureNatsServer } from "../adapters/nats-server-binary.js";
-import { type NatsServerHandle, startNatsServer } from "../adapters/nats-server-process.js";
-import type { PoolAdapter } from "../adapters/pool-adapter.js";
-import { ProcessPool } from "../adapters/process-pool.js";
+import type { PoolAdapter } from "../adapters/agent-link/pool-adapter.js";
+import { connectFleet, type FleetNats } from "../adapters/nats/fleet-nats.js";
+import { ensureNatsServer } from "../adapters/nats/nats-server-binary.js";
+import { type NatsServerHandle, startNatsServer } from "../adapters/nats/nats-server-process.js";
+import { ProcessPool } from "../adapters/process/process-pool.js";
 import { type Clock, systemClock } from "../clock.js";
 import { ConfigError } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
@@ -98,7 +98,9 @@ async function nodeAdapter(
   const processes = new ProcessPool({ maskPaths: [options.dataDir], clock, logger });
   if (!kinds.has("docker")) return processes;
   // Loaded only for Docker pools: process-only nodes never load the Docker client.
-  const { openNodeDockerPool, PoolRouter } = await import("../adapters/docker-pool-wiring.js");
+  const { openNodeDockerPool, PoolRouter } = await import(
+    "../adapters/docker/docker-pool-wiring.js"
+  );
   const docker = await openNodeDockerPool(options, nats, { clock, logger });
   return kinds.has("process") ? new PoolRouter({ process: processes, docker }) : docker;
 }

@@ -6,8 +6,8 @@
  * whose lease was not renewed for `leaseTtlMs` has expired.
  */
 import type { FleetView } from "../actors/placement-ladder.js";
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import type { TaskLeaseValue } from "../adapters/task-lease.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import type { TaskLeaseValue } from "../adapters/records/task-lease.js";
 import { type Clock, every } from "../clock.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";

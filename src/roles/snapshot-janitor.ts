@@ -1,10 +1,10 @@
 /**
  * The leader's periodic sweep of snapshot chunks that no version or checkpoint
- * references (see src/adapters/snapshot-gc.ts for why it is safe against
+ * references (see src/adapters/snapshots/snapshot-gc.ts for why it is safe against
  * snapshots in flight). One sweep at a time; a failed sweep waits for the next.
  */
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import { SnapshotStore } from "../adapters/snapshot-store.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { SnapshotStore } from "../adapters/snapshots/snapshot-store.js";
 import { type Clock, every } from "../clock.js";
 import { toErrorInfo } from "../errors.js";
 import type { Logger } from "../logger.js";

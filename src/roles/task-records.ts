@@ -2,7 +2,7 @@
  * Small pieces of the task record's life outside a task actor: the record of a
  * fresh submission, and the cancel of a task submitted but not yet taken in.
  */
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { type Clock, isoNow } from "../clock.js";
 import { NotFoundError } from "../errors.js";
 import { isTerminal, type TaskRecord, TaskRecordSchema } from "../protocol/api-schemas.js";

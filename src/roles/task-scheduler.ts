@@ -16,9 +16,9 @@ import {
   taskMachine,
   taskRecordOf,
 } from "../actors/task-machine.js";
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import { isCasConflict, retryTransient } from "../adapters/nats-retry.js";
-import { TaskLease, taskLeaseKey } from "../adapters/task-lease.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { isCasConflict, retryTransient } from "../adapters/nats/nats-retry.js";
+import { TaskLease, taskLeaseKey } from "../adapters/records/task-lease.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { type ErrorInfo, toErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";

@@ -18,14 +18,14 @@
  * session config (see session-repair.ts).
  */
 import type { RunTaskInput, TaskOutcome } from "../actors/container-machine.js";
-import { BehaviorStore } from "../adapters/behavior-store.js";
-import { CheckpointLog } from "../adapters/checkpoint-log.js";
-import { EffectOutbox } from "../adapters/effect-outbox.js";
-import type { FleetNats } from "../adapters/fleet-nats.js";
-import type { WorkspaceStore } from "../adapters/local-workspace-store.js";
-import { retryTransient } from "../adapters/nats-retry.js";
-import type { TurnHooks } from "../adapters/pool-adapter.js";
-import { LeaseLostError, TaskLease } from "../adapters/task-lease.js";
+import type { TurnHooks } from "../adapters/agent-link/pool-adapter.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { retryTransient } from "../adapters/nats/nats-retry.js";
+import { BehaviorStore } from "../adapters/records/behavior-store.js";
+import { CheckpointLog } from "../adapters/records/checkpoint-log.js";
+import { EffectOutbox } from "../adapters/records/effect-outbox.js";
+import { LeaseLostError, TaskLease } from "../adapters/records/task-lease.js";
+import type { WorkspaceStore } from "../adapters/workspace/workspace-store.js";
 import { agentRuntime } from "../agents/agent-runtime.js";
 import { type Clock, every, isoNow } from "../clock.js";
 import { ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";

@@ -17,7 +17,7 @@ import {
   type TaskOutcome,
 } from "../actors/container-machine.js";
 import { announcePool, poolMachine, refuseStart } from "../actors/pool-machine.js";
-import type { ContainerHandle } from "../adapters/pool-adapter.js";
+import type { ContainerHandle } from "../adapters/agent-link/pool-adapter.js";
 import { type Clock, isoNow } from "../clock.js";
 import { type PoolProfile, resolvePoolProfile } from "../fleet-options.js";
 import type { DispatchReply, DispatchRequest, NodeHeartbeat } from "../protocol/fleet-messages.js";

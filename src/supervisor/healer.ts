@@ -4,13 +4,13 @@
  * post-mortem at the last tier, and keeps the set of quarantined sessions
  * current from KV so new tasks of one fail at once.
  */
-import type { FleetNats } from "../adapters/fleet-nats.js";
+import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { QuarantineRegistry } from "../adapters/records/quarantine-registry.js";
 import { type Clock, isoNow } from "../clock.js";
 import type { ErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import { readTimeline } from "../gateway/task-timeline.js";
 import type { Logger } from "../logger.js";
-import { QuarantineRegistry } from "./quarantine-registry.js";
 import { type SessionHealthView, SessionSupervisor } from "./session-supervisor.js";
 
 /** A lost attempt, as the scheduler reports it. */

@@ -17,7 +17,7 @@ import { constants } from "node:fs";
 import { type FileHandle, open, realpath, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { z } from "zod";
-import type { BehaviorSet, BehaviorStore } from "../adapters/behavior-store.js";
+import type { BehaviorSet, BehaviorStore } from "../adapters/records/behavior-store.js";
 import type { AgentRuntime, RuntimeConfigSpec } from "../agents/agent-runtime.js";
 import { ErrorCodes, RetryableError, TerminalError } from "../errors.js";
 

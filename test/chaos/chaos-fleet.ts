@@ -12,7 +12,7 @@ import { mkdtemp, readlink, realpath, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { connectFleet } from "../../src/adapters/fleet-nats.js";
+import { connectFleet } from "../../src/adapters/nats/fleet-nats.js";
 import type { FleetOptions } from "../../src/fleet-options.js";
 import { FleetClient } from "../../src/gateway/fleet-client.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";

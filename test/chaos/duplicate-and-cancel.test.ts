@@ -11,7 +11,7 @@
  *   past the point of cancel.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { TaskLeaseValue } from "../../src/adapters/task-lease.js";
+import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import { ChaosFleet, FAST_LIVENESS, range, script } from "./chaos-fleet.js";
 

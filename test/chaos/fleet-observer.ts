@@ -14,16 +14,16 @@ import path from "node:path";
 import { DeliverPolicy, type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { PostMortem } from "../../src/adapters/records/quarantine-registry.js";
 import {
   type RestoreSelector,
   SnapshotStore,
   type VersionInfo,
-} from "../../src/adapters/snapshot-store.js";
+} from "../../src/adapters/snapshots/snapshot-store.js";
 import type { FleetClient } from "../../src/gateway/fleet-client.js";
 import type { FleetTree } from "../../src/gateway/fleet-tree.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import type { ContainerInfo, NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
-import type { PostMortem } from "../../src/supervisor/quarantine-registry.js";
 import { Arrivals, retrying, WAIT_MS, withTimeout } from "./arrivals.js";
 
 /** A line of a task's history as published on `fleet.events.<source>.<taskId>`. */

@@ -13,8 +13,8 @@
  * holder's background sync and its late checkpoint used to be unfenced.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { VersionInfo } from "../../src/adapters/snapshot-store.js";
-import type { TaskLeaseValue } from "../../src/adapters/task-lease.js";
+import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
+import type { VersionInfo } from "../../src/adapters/snapshots/snapshot-store.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
 import { ChaosFleet, FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";

@@ -4,8 +4,8 @@
  */
 import { PassThrough } from "node:stream";
 import type Docker from "dockerode";
-import type { DockerPoolEvent } from "../../src/adapters/docker-pool.js";
-import type { TurnHooks } from "../../src/adapters/pool-adapter.js";
+import type { TurnHooks } from "../../src/adapters/agent-link/pool-adapter.js";
+import type { DockerPoolEvent } from "../../src/adapters/docker/docker-pool.js";
 import { type DockerFleetSettings, resolveFleetOptions } from "../../src/fleet-options.js";
 import type { TurnMessage } from "../../src/protocol/agent-protocol.js";
 

@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Docker from "dockerode";
-import { type BuiltAgentImage, buildAgentImage } from "../../src/adapters/docker-image.js";
+import { type BuiltAgentImage, buildAgentImage } from "../../src/adapters/docker/docker-image.js";
 
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");
 

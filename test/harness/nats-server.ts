@@ -17,7 +17,7 @@ import {
   type NatsServerHandle,
   type StartNatsServerOptions,
   startNatsServer,
-} from "../../src/adapters/nats-server-process.js";
+} from "../../src/adapters/nats/nats-server-process.js";
 import { type Logger, silentLogger } from "../../src/logger.js";
 
 // Node 20 defines Symbol.asyncDispose (and esbuild lowers `await using` to it); older

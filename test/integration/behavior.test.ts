@@ -6,8 +6,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BehaviorStore, hashFiles } from "../../src/adapters/behavior-store.js";
-import { connectFleet, type FleetNats } from "../../src/adapters/fleet-nats.js";
+import { connectFleet, type FleetNats } from "../../src/adapters/nats/fleet-nats.js";
+import { BehaviorStore, hashFiles } from "../../src/adapters/records/behavior-store.js";
 import { runCli } from "../harness/cli-process.js";
 import { TestFleet } from "../harness/test-fleet.js";
 

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SnapshotStore } from "../../src/adapters/snapshot-store.js";
+import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import { CliProcess, runCli } from "../harness/cli-process.js";

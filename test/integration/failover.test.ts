@@ -3,7 +3,7 @@
  * down or dies, rebuilds its view from NATS, and finishes the work in flight.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connectFleet, type FleetNats } from "../../src/adapters/fleet-nats.js";
+import { connectFleet, type FleetNats } from "../../src/adapters/nats/fleet-nats.js";
 import { resolveFleetOptions } from "../../src/fleet-options.js";
 import { FleetOrchestrator } from "../../src/roles/fleet-orchestrator.js";
 import { TestFleet } from "../harness/test-fleet.js";

@@ -5,8 +5,8 @@
  * post-mortem and a quarantine that only a person lifts.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PostMortem } from "../../src/adapters/records/quarantine-registry.js";
 import type { FleetTree } from "../../src/gateway/fleet-tree.js";
-import type { PostMortem } from "../../src/supervisor/quarantine-registry.js";
 import { runCli } from "../harness/cli-process.js";
 import { TestFleet } from "../harness/test-fleet.js";
 

@@ -8,8 +8,8 @@ import { lstat, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { BehaviorStore } from "../../src/adapters/behavior-store.js";
-import { connectFleet, type FleetNats } from "../../src/adapters/fleet-nats.js";
+import { connectFleet, type FleetNats } from "../../src/adapters/nats/fleet-nats.js";
+import { BehaviorStore } from "../../src/adapters/records/behavior-store.js";
 import { scriptedRuntime } from "../../src/agents/agent-runtime.js";
 import { MAX_SCRIPT_OPS } from "../../src/agents/scripted-script.js";
 import {

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SnapshotStore } from "../../src/adapters/snapshot-store.js";
+import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
 import { TestFleet } from "../harness/test-fleet.js";
 
 const script = (...ops: object[]) => JSON.stringify({ script: ops });

@@ -8,8 +8,8 @@ import { PassThrough } from "node:stream";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SimulatedClock } from "xstate";
-import { AgentConnection, LineFramer } from "../../src/adapters/agent-connection.js";
-import type { TurnHooks } from "../../src/adapters/pool-adapter.js";
+import { AgentConnection, LineFramer } from "../../src/adapters/agent-link/agent-connection.js";
+import type { TurnHooks } from "../../src/adapters/agent-link/pool-adapter.js";
 import { type ClawfleetError, ErrorCodes, TerminalError } from "../../src/errors.js";
 import type { TurnMessage } from "../../src/protocol/agent-protocol.js";
 

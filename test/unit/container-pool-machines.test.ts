@@ -8,7 +8,7 @@ import {
   type TaskOutcome,
 } from "../../src/actors/container-machine.js";
 import { poolMachine, poolStates, refuseStart } from "../../src/actors/pool-machine.js";
-import type { ContainerHandle, ExitInfo } from "../../src/adapters/pool-adapter.js";
+import type { ContainerHandle, ExitInfo } from "../../src/adapters/agent-link/pool-adapter.js";
 import { RetryableError } from "../../src/errors.js";
 import { type PoolProfile, resolvePoolProfile } from "../../src/fleet-options.js";
 import type { ContainerState, DispatchRequest } from "../../src/protocol/fleet-messages.js";

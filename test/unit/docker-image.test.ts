@@ -15,7 +15,7 @@ import {
   agentImageContext,
   bundleAgent,
   nodeRuntimeFiles,
-} from "../../src/adapters/docker-image.js";
+} from "../../src/adapters/docker/docker-image.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bucketKeys, connectFleet } from "../../src/adapters/fleet-nats.js";
+import { bucketKeys, connectFleet } from "../../src/adapters/nats/fleet-nats.js";
 import { NatsServer } from "../harness/nats-server.js";
 
 describe("connectFleet", () => {

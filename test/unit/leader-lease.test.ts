@@ -4,8 +4,8 @@ import {
   type OrchestratorEvent,
   orchestratorMachine,
 } from "../../src/actors/orchestrator-machine.js";
-import { connectFleet, type FleetNats } from "../../src/adapters/fleet-nats.js";
-import { LeaderLease } from "../../src/adapters/leader-lease.js";
+import { connectFleet, type FleetNats } from "../../src/adapters/nats/fleet-nats.js";
+import { LeaderLease } from "../../src/adapters/records/leader-lease.js";
 import type { Clock } from "../../src/clock.js";
 import { NatsServer } from "../harness/nats-server.js";
 

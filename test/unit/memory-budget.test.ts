@@ -4,8 +4,8 @@
  * test/docker runs all of it against a real one).
  */
 import { describe, expect, it } from "vitest";
-import { pickReap } from "../../src/adapters/docker-cleanup.js";
-import { containerCreateOptions, LABELS } from "../../src/adapters/docker-container-spec.js";
+import { pickReap } from "../../src/adapters/docker/docker-cleanup.js";
+import { containerCreateOptions, LABELS } from "../../src/adapters/docker/docker-container-spec.js";
 import {
   MemoryBudget,
   memoryUsageMb,
@@ -13,7 +13,7 @@ import {
   pickShed,
   type SheddableContainer,
   shedOrder,
-} from "../../src/adapters/memory-budget.js";
+} from "../../src/adapters/docker/memory-budget.js";
 import { resolvePoolProfile } from "../../src/fleet-options.js";
 
 const MiB = 2 ** 20;

@@ -7,13 +7,13 @@ import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import { connect } from "@nats-io/transport-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { renderNatsConfig } from "../../src/adapters/nats-config.js";
+import { renderNatsConfig } from "../../src/adapters/nats/nats-config.js";
 import {
   ensureNatsServer,
   findNatsServer,
   installHint,
-} from "../../src/adapters/nats-server-binary.js";
-import { startNatsServer } from "../../src/adapters/nats-server-process.js";
+} from "../../src/adapters/nats/nats-server-binary.js";
+import { startNatsServer } from "../../src/adapters/nats/nats-server-process.js";
 import { ConfigError, NatsServerError } from "../../src/errors.js";
 import { NatsServer } from "../harness/nats-server.js";
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { createActor, createMachine, fromPromise, SimulatedClock, waitFor } from "xstate";
 import { containerMachine } from "../../src/actors/container-machine.js";
 import { poolMachine } from "../../src/actors/pool-machine.js";
-import type { ContainerHandle } from "../../src/adapters/pool-adapter.js";
+import type { ContainerHandle } from "../../src/adapters/agent-link/pool-adapter.js";
 import { resolveFleetOptions } from "../../src/fleet-options.js";
 import { nodeSupervisorMachine, poolActorId } from "../../src/supervisor/node-supervisor.js";
 

@@ -6,14 +6,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { ExitInfo, TurnHooks } from "../../src/adapters/agent-link/pool-adapter.js";
 import {
   buildBwrapArgs,
   findBwrap,
   runtimeReadOnlyPaths,
   SANDBOX_UID,
-} from "../../src/adapters/bwrap-sandbox.js";
-import type { ExitInfo, TurnHooks } from "../../src/adapters/pool-adapter.js";
-import { ProcessPool, processPoolAvailableSandbox } from "../../src/adapters/process-pool.js";
+} from "../../src/adapters/process/bwrap-sandbox.js";
+import {
+  ProcessPool,
+  processPoolAvailableSandbox,
+} from "../../src/adapters/process/process-pool.js";
 import { ErrorCodes } from "../../src/errors.js";
 import { resolvePoolProfile } from "../../src/fleet-options.js";
 import type { TurnMessage } from "../../src/protocol/agent-protocol.js";

@@ -2,8 +2,8 @@ import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { ExitInfo, TurnHooks } from "../../src/adapters/pool-adapter.js";
-import { type ProcessContainer, ProcessPool } from "../../src/adapters/process-pool.js";
+import type { ExitInfo, TurnHooks } from "../../src/adapters/agent-link/pool-adapter.js";
+import { type ProcessContainer, ProcessPool } from "../../src/adapters/process/process-pool.js";
 import { AGENT_STATE_FILE, MEMORY_FILE } from "../../src/agents/scripted-agent.js";
 import {
   checkRelativePath,

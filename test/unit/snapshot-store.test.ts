@@ -18,21 +18,21 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Objm } from "@nats-io/obj";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChunkStore } from "../../src/adapters/chunk-store.js";
-import { ObjectWorkspaceStore } from "../../src/adapters/object-workspace-store.js";
+import { ChunkStore } from "../../src/adapters/snapshots/chunk-store.js";
 import {
   encodeManifest,
   encodeVersionEntry,
   type Manifest,
   type VersionInfo,
-} from "../../src/adapters/snapshot-manifest.js";
+} from "../../src/adapters/snapshots/snapshot-manifest.js";
 import {
   SnapshotStore,
   type SnapshotStoreHooks,
   type SnapshotStoreOptions,
   SQLITE_LIVE_FILES,
   snapshotStoreNames,
-} from "../../src/adapters/snapshot-store.js";
+} from "../../src/adapters/snapshots/snapshot-store.js";
+import { ObjectWorkspaceStore } from "../../src/adapters/workspace/object-workspace-store.js";
 import type { Clock } from "../../src/clock.js";
 import { ClawfleetError } from "../../src/errors.js";
 import { NatsServer } from "../harness/nats-server.js";

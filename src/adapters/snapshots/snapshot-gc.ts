@@ -1,0 +1,228 @@
+/**
+ * Retention and garbage collection of the snapshot store: pruning a session's
+ * old versions, and deleting the objects nothing references any more.
+ *
+ * ## Garbage collection and why it is safe against concurrent snapshots
+ *
+ * {@link SnapshotStore.prune} removes version entries (keeping the last N and the
+ * newest known-good ones); {@link SnapshotStore.gc} then deletes objects that no
+ * version or checkpoint entry references, directly (a manifest) or through its
+ * manifest (a chunk). The danger is a snapshot in flight that decided to reuse an
+ * object and has not committed yet. Three rules make that safe, with
+ * G = `gcGraceMs`, D = `maxSnapshotMs`, ε = `clockSkewMs`, R = G − D − 2ε:
+ *
+ * 1. Every object's meta record carries an mtime, a lease on its existence. GC
+ *    only deletes objects whose mtime is older than G at the start of its run (t0),
+ *    and reads the version entries after t0.
+ * 2. A snapshot starting at s references an object it did not upload only if it
+ *    saw an mtime ≥ s − R; otherwise it renews the lease (rewrites the meta record
+ *    with mtime = now). It commits before s + D or not at all (SNAPSHOT_TIMEOUT).
+ * 3. The renewal is conditional on the meta record's stream sequence
+ *    (expected-last-subject-sequence), and so is GC's delete (delete by sequence):
+ *    of a racing renewal and delete exactly one succeeds.
+ *
+ * Suppose a snapshot commits at c a version referencing X and a GC run deletes X.
+ * If c precedes the run's read of the entries, X is referenced: contradiction. So
+ * c > t0, and the snapshot started at s > t0 − D − ε. If it uploaded or renewed X
+ * before GC read X's meta record, GC saw mtime ≥ s − ε > t0 − G: not stale. If
+ * after, GC's delete names a sequence that is no longer X's record and fails, or
+ * it came first and the renewal fails and the snapshot uploads X again (new data
+ * under a new id, untouched by GC's purge of the old one). If it reused X as seen,
+ * GC sees mtime ≥ s − R − ε > t0 − G: not stale. The process cache only holds
+ * mtimes that were once true, and an object that a GC run deleted later than a
+ * cached sighting m' would need t0' > m' + G ≥ s + D + 2ε > c, so that run read
+ * the committed entry and kept X. Objects uploaded by a snapshot that never
+ * commits get old and are collected. Assumed: clocks within ε, and no process
+ * pause longer than ε between the deadline check and the KV write.
+ *
+ * GC also purges object data no meta record points to (left by a crash between
+ * upload steps) once older than G, checkpoints older than `checkpointRetentionMs`,
+ * and old KV delete markers.
+ */
+import type { Clock } from "../../clock.js";
+import { ValidationError } from "../../errors.js";
+import { isCasConflict } from "../nats/nats-retry.js";
+import { forEachLimit } from "./async-limit.js";
+import { ChunkStore } from "./chunk-store.js";
+import { type SnapshotCatalog, type StoredEntry, versionKey } from "./snapshot-catalog.js";
+import { isCorrupt } from "./snapshot-errors.js";
+import type { ResolvedSnapshotStoreOptions, SnapshotStoreHooks } from "./snapshot-store-options.js";
+
+const MINUTE = 60_000;
+
+/** Retention of {@link SnapshotStore.prune}. */
+export interface PruneOptions {
+  /** Keep the newest N versions (at least 1: the latest is never pruned). */
+  readonly keepLast: number;
+  /** Also keep the newest M known-good versions. Default 1; `Infinity` keeps them all. */
+  readonly keepKnownGood?: number;
+}
+
+/** What one {@link SnapshotStore.gc} run did. */
+export interface GcReport {
+  /** Objects in the bucket when the run listed them. */
+  readonly objects: number;
+  /** Objects referenced by a version or checkpoint. */
+  readonly referenced: number;
+  readonly deleted: number;
+  readonly freedBytes: number;
+  /** Unreferenced objects left because they are younger than the grace period. */
+  readonly young: number;
+  /** Objects a concurrent snapshot renewed or re-uploaded while GC was deleting them. */
+  readonly raced: number;
+  /** Object data without a meta record, purged. */
+  readonly orphansPurged: number;
+  readonly expiredCheckpoints: number;
+  /** Tenants with an unreadable manifest: nothing of theirs was deleted. */
+  readonly skippedTenants: readonly string[];
+}
+
+/** Retention with its default applied, as checked by {@link checkRetention}. */
+export interface Retention {
+  readonly keepLast: number;
+  readonly keepKnownGood: number;
+}
+
+/** Checks and completes {@link PruneOptions}; throws {@link ValidationError}. */
+export function checkRetention(options: PruneOptions): Retention {
+  const keepLast = options.keepLast;
+  const keepKnownGood = options.keepKnownGood ?? 1;
+  if (!Number.isInteger(keepLast) || keepLast < 1)
+    throw new ValidationError("keepLast must be an integer ≥ 1");
+  if (
+    !(
+      keepKnownGood === Number.POSITIVE_INFINITY ||
+      (Number.isInteger(keepKnownGood) && keepKnownGood >= 0)
+    )
+  ) {
+    throw new ValidationError("keepKnownGood must be an integer ≥ 0 or Infinity");
+  }
+  return { keepLast, keepKnownGood };
+}
+
+/** Prunes version entries and collects unreferenced objects; see the module comment. */
+export class SnapshotGc {
+  constructor(
+    private readonly catalog: SnapshotCatalog,
+    private readonly chunks: ChunkStore,
+    private readonly options: ResolvedSnapshotStoreOptions,
+    private readonly clock: Clock,
+    private readonly hooks: SnapshotStoreHooks,
+  ) {}
+
+  /** Removes the session's versions that `retention` does not keep; resolves with their numbers. */
+  async prune(tenant: string, session: string, retention: Retention): Promise<number[]> {
+    const { keepLast, keepKnownGood } = retention;
+    const all = await this.catalog.entries(tenant, session);
+    const keep = new Set(all.slice(-keepLast).map((e) => e.info.version));
+    const good = all.filter((e) => e.info.knownGood);
+    const goodKept =
+      keepKnownGood === Number.POSITIVE_INFINITY ? good : good.slice(good.length - keepKnownGood);
+    for (const e of keepKnownGood === 0 ? [] : goodKept) keep.add(e.info.version);
+    const pruned: number[] = [];
+    for (const e of all) {
+      if (keep.has(e.info.version)) continue;
+      try {
+        await this.catalog.kv.purge(versionKey(tenant, session, e.info.version), {
+          previousSeq: e.revision,
+        });
+        pruned.push(e.info.version);
+      } catch (err) {
+        if (!isCasConflict(err)) throw err; // changed meanwhile (marked known-good): judged next time
+      }
+    }
+    return pruned;
+  }
+
+  /** Deletes objects no version or checkpoint references (of `tenant`, or of all tenants). */
+  async collect(tenant: string | undefined): Promise<GcReport> {
+    const t0 = this.clock.now();
+    const cutoff = t0 - this.options.gcGraceMs;
+    const scope = tenant === undefined ? ">" : `${tenant}.>`;
+    const keys = [
+      ...(await this.catalog.keys(`v.${scope}`)),
+      ...(await this.catalog.keys(`ck.${scope}`)),
+    ];
+    const referenced = new Set<string>();
+    const manifestsSeen = new Set<string>();
+    const skipped = new Set<string>();
+    let expiredCheckpoints = 0;
+    await forEachLimit(keys, this.options.concurrency, async (key) => {
+      let e: StoredEntry | null;
+      try {
+        e = await this.catalog.getEntry(key);
+      } catch (err) {
+        if (!isCorrupt(err)) throw err;
+        skipped.add(key.split(".")[1]!);
+        return;
+      }
+      if (!e) return;
+      const { info } = e;
+      if (info.checkpoint && t0 - Date.parse(info.createdAt) > this.options.checkpointRetentionMs) {
+        await this.catalog.kv.purge(key, { previousSeq: e.revision }).then(
+          () => expiredCheckpoints++,
+          (err: unknown) => {
+            if (!isCasConflict(err)) throw err;
+          },
+        );
+        return;
+      }
+      const name = ChunkStore.objectName(info.tenant, info.manifest);
+      referenced.add(name);
+      if (manifestsSeen.has(name)) return;
+      manifestsSeen.add(name);
+      try {
+        const manifest = await this.catalog.readManifest(info.tenant, info.manifest, false);
+        for (const entry of manifest.entries) {
+          if (entry.type === "file")
+            for (const h of entry.chunks) referenced.add(ChunkStore.objectName(info.tenant, h));
+        }
+      } catch (err) {
+        if (!isCorrupt(err)) throw err;
+        skipped.add(info.tenant);
+      }
+    });
+
+    const objects = await this.chunks.list();
+    let young = 0;
+    const candidates: string[] = [];
+    for (const o of objects) {
+      const parsed = ChunkStore.parseName(o.name);
+      if (!parsed || (tenant !== undefined && parsed.tenant !== tenant)) continue;
+      if (skipped.has(parsed.tenant) || referenced.has(o.name)) continue;
+      if (Date.parse(o.mtime) < cutoff) candidates.push(o.name);
+      else young++;
+    }
+    let deleted = 0;
+    let freedBytes = 0;
+    let raced = 0;
+    await forEachLimit(candidates, this.options.concurrency, async (name) => {
+      const freed = await this.chunks.deleteIfStale(name, cutoff, this.hooks.beforeChunkDelete);
+      if (freed === null) {
+        raced++;
+      } else {
+        deleted++;
+        freedBytes += freed;
+      }
+    });
+    let orphansPurged = 0;
+    if (tenant === undefined) {
+      orphansPurged = await this.chunks.sweepOrphans(new Set(objects.map((o) => o.nuid)), cutoff);
+      const purgeDeletes = (
+        this.catalog.kv as { purgeDeletes?: (olderMillis?: number) => Promise<unknown> }
+      ).purgeDeletes;
+      await purgeDeletes?.call(this.catalog.kv, 30 * MINUTE);
+    }
+    return {
+      objects: objects.length,
+      referenced: referenced.size,
+      deleted,
+      freedBytes,
+      young,
+      raced,
+      orphansPurged,
+      expiredCheckpoints,
+      skippedTenants: [...skipped].sort(),
+    };
+  }
+}
