@@ -9,8 +9,8 @@
  * stale attempt's working copy does not have, so any session version the stale
  * holder wrote (a save, or a background sync) would lack it.
  *
- * The last three tests guard fixes of bugs this scenario found: the stale
- * holder's background sync and its late checkpoint used to be unfenced.
+ * The assertions marked "found here" guard fixes of bugs this scenario found: the
+ * stale holder's background sync and its late checkpoint used to be unfenced.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
@@ -33,10 +33,6 @@ const ops = [
 describe("chaos: a frozen lease holder that wakes up late", () => {
   let fleet: ChaosFleet;
   const taskId = taskIdForKey("default", "stale-1");
-  let victim = "";
-  let survivor = "";
-  /** The session's versions just before the old holder wakes, and just after it gave up. */
-  const versions: { before: VersionInfo[]; after: VersionInfo[] } = { before: [], after: [] };
 
   beforeAll(async () => {
     fleet = await ChaosFleet.start({
@@ -55,15 +51,16 @@ describe("chaos: a frozen lease holder that wakes up late", () => {
     await fleet?.[Symbol.asyncDispose]();
   });
 
-  it("cannot write the record, checkpoints, effects or session files after it was replaced", async () => {
+  // Each test below stands alone: run with -t, it sets up and checks its whole scenario.
+  it("cannot write the record, checkpoints, effects, session files or versions after it was replaced", async () => {
     const checkpointed = fleet.event(
       taskId,
       (e) => e.source === "task" && e.type === "step" && e.step === 1,
       "the first checkpoint",
     );
     await fleet.client.submit({ session, input: script(...ops), idempotencyKey: "stale-1" });
-    victim = (await checkpointed).node!;
-    survivor = victim === "node-a" ? "node-b" : "node-a";
+    const victim = (await checkpointed).node!;
+    const survivor = victim === "node-a" ? "node-b" : "node-a";
     // Freeze it inside step 2's sleep, with step 1 acknowledged: after two more of its timers.
     await fleet.leaseRenewals(taskId, 2);
     fleet.signalNode(victim, "SIGSTOP");
@@ -89,7 +86,10 @@ describe("chaos: a frozen lease holder that wakes up late", () => {
     expect(await fleet.sessionFile(session, "story.txt")).toBe(story);
 
     const before = (await fleet.taskRecord(taskId))!;
+    /** The session's versions just before the old holder wakes, and just after it gave up. */
+    const versions: { before: VersionInfo[]; after: VersionInfo[] } = { before: [], after: [] };
     versions.before = await fleet.sessionVersions(session);
+    expect(versions.before.length).toBeGreaterThan(0);
     const eventsBefore = await fleet.storedEvents(taskId);
     const staleSteps = stepsByAttempt(eventsBefore).get(1);
     expect(staleSteps).toEqual([1]);
@@ -135,13 +135,10 @@ describe("chaos: a frozen lease holder that wakes up late", () => {
     // both turns counted once.
     expect(await fleet.sessionFile(session, "story.txt")).toBe(story);
     expect(await fleet.turns(session)).toBe(2);
-  });
 
-  // Found here: the old holder's overdue sync ticker fired before the renewal that tells it
-  // the lease is gone, and made its working copy (only "one") the session's newest version.
-  // Now every sync first renews the lease (turn-runner.ts `syncWhileRunning`).
-  it("writes no session version after it was replaced", async () => {
-    expect(versions.after.length).toBeGreaterThan(0);
+    // Found here: the old holder's overdue sync ticker fired before the renewal that tells it
+    // the lease is gone, and made its working copy (only "one") the session's newest version.
+    // Now every sync first renews the lease (turn-runner.ts `syncWhileRunning`).
     // A restore of the session as it is now gives the files of its last turn.
     expect(await fleet.sessionFile(session, "story.txt", "default", { at: new Date() })).toBe(
       "one\ntwo\nthree\nfour\n",
@@ -149,18 +146,13 @@ describe("chaos: a frozen lease holder that wakes up late", () => {
     expect(versions.after.map((v) => [v.version, v.reason])).toEqual(
       versions.before.map((v) => [v.version, v.reason]),
     );
-  });
 
-  // Found here: the checkpoint snapshot was stored before the fenced log append, so a holder
-  // that lost the task still wrote one. Now the fenced append comes first (`onStep`).
-  it("leaves no checkpoint of the stale attempt behind", async () => {
+    // Found here: the checkpoint snapshot was stored before the fenced log append, so a holder
+    // that lost the task still wrote one. Now the fenced append comes first (`onStep`).
     expect(await fleet.checkpointSnapshots(session, taskId)).toEqual([]);
   });
 
-  /** Step events of the task of the next two tests, by attempt. */
-  let resumed: Map<number, number[]> | undefined;
-
-  it("stops a holder woken while its replacement runs, and a third attempt finishes", async () => {
+  it("stops a holder woken while its replacement runs, and a third attempt resumes after the last checkpoint", async () => {
     const key = "stale-2";
     const id = taskIdForKey("default", key);
     const other = "stale-resume";
@@ -195,15 +187,10 @@ describe("chaos: a frozen lease holder that wakes up late", () => {
     fleet.signalNode(b, "SIGCONT");
     expect(done).toMatchObject({ status: "succeeded", output: "resumed", attempts: 3, node: a });
     expect(await fleet.sessionFile(other, "log.txt")).toBe("one\ntwo\n");
-    resumed = stepsByAttempt(await fleet.storedEvents(id));
-    expect(resumed.get(1)).toEqual([1]);
-    expect(resumed.get(2)).toBeUndefined();
-  });
-
-  // Found here, same cause: the stale holder's late checkpoint purged the one its
-  // replacement resumed from, so a third attempt started the turn over.
-  it("resumes that third attempt after the last checkpoint", () => {
+    // Found here, same cause as the late checkpoint above: the stale holder's late checkpoint
+    // purged the one its replacement resumed from, so a third attempt started the turn over.
     // Each step checkpointed by exactly one attempt: nothing ran again after its checkpoint.
-    expect(resumed && Object.fromEntries(resumed)).toEqual({ 1: [1], 3: [2, 3, 4] });
+    const resumed = stepsByAttempt(await fleet.storedEvents(id));
+    expect(Object.fromEntries(resumed)).toEqual({ 1: [1], 3: [2, 3, 4] });
   });
 });

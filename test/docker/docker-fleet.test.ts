@@ -171,7 +171,8 @@ describe("the CLI with a docker pool", () => {
       const left = await engine.docker.listContainers({ all: true, filters: fleetFilter(prefix) });
       const old = new Set(before.map((c) => c.Id));
       expect(left.filter((c) => old.has(c.Id))).toEqual([]);
-      expect(await second.stop("SIGTERM")).toBe(0);
+      const code = await second.stop("SIGTERM");
+      expect({ code, signal: second.exitSignal }, second.stderr).toEqual({ code: 0, signal: null });
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }

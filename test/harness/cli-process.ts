@@ -37,6 +37,8 @@ export function runCli(
 export class CliProcess implements AsyncDisposable {
   private stdoutText = "";
   private stderrText = "";
+  /** The signal that ended the process, if one did (null while it runs or after a normal exit). */
+  exitSignal: NodeJS.Signals | null = null;
   readonly exited: Promise<number | null>;
 
   private constructor(readonly child: ChildProcess) {
@@ -46,7 +48,12 @@ export class CliProcess implements AsyncDisposable {
     child.stderr?.on("data", (d: Buffer) => {
       this.stderrText += d.toString();
     });
-    this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+    this.exited = new Promise((resolve) =>
+      child.once("exit", (code, signal) => {
+        this.exitSignal = signal;
+        resolve(code);
+      }),
+    );
   }
 
   /** Starts `clawfleet ...args` and resolves once its stdout contains `readyText`. */

@@ -8,9 +8,10 @@
  * const task = await fleet.client.run({ session: "s", input: "hi" });
  * ```
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
 import { type FleetOptions, resolveFleetOptions } from "../../src/fleet-options.js";
 import { FleetClient } from "../../src/gateway/fleet-client.js";
 import type { Logger } from "../../src/logger.js";
@@ -51,6 +52,24 @@ export class TestFleet implements AsyncDisposable {
       await nats.stop();
       await rm(dataDir, { recursive: true, force: true });
       throw err;
+    }
+  }
+
+  /**
+   * A file of the session's files as its next turn gets them (the latest known-good
+   * version in the snapshot store), or null when the session or the file does not exist.
+   */
+  async sessionFile(session: string, file: string, tenant = "default"): Promise<string | null> {
+    const nc = await this.nats.connect();
+    const dir = await mkdtemp(path.join(this.dataDir, "peek-"));
+    try {
+      const store = await SnapshotStore.open(nc, { prefix: this.fleet.options.prefix });
+      if ((await store.versions(tenant, session)).length === 0) return null;
+      await store.restore(tenant, session, dir, { knownGood: true });
+      return await readFile(path.join(dir, file), "utf8").catch(() => null);
+    } finally {
+      await nc.close();
+      await rm(dir, { recursive: true, force: true });
     }
   }
 
