@@ -4,45 +4,45 @@
  * retries it, and the retry resumes after the last checkpoint: no step runs
  * twice and each effect is published once.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import { ChaosFleet, FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
 import { isAlive } from "./process-table.js";
 
 const ROUNDS = 3;
-const ops = [
-  ...range(1, ROUNDS).flatMap((n) => [
-    { op: "write", path: "notes/progress.md", text: `- round ${n}\n`, append: true },
-    { op: "effect", kind: "webhook", payload: { round: n } },
-    // Long enough that the kill after round 2's effect lands in this sleep, even under load.
-    { op: "sleep", ms: n === 2 ? 1000 : 200 },
-  ]),
-  { op: "read", path: "notes/progress.md" },
-  { op: "reply", text: "all rounds" },
-];
-const STEPS = ops.length;
-const effectSteps = range(1, ROUNDS).map((n) => 3 * n - 1);
-const KILL_AFTER = 5;
+const {
+  ops,
+  steps: STEPS,
+  effectSteps,
+  effectStep,
+} = roundsScript({
+  rounds: ROUNDS,
+  file: "notes/progress.md",
+  line: (n) => `- round ${n}\n`,
+  effect: { kind: "webhook", payload: (n) => ({ round: n }) },
+  // Long enough that the kill after round 2's effect lands in this sleep, even under load.
+  sleepMs: (n) => (n === 2 ? 1000 : 200),
+  tail: [
+    { op: "read", path: "notes/progress.md" },
+    { op: "reply", text: "all rounds" },
+  ],
+});
+const KILL_AFTER = effectStep(2);
 
 describe("chaos: an agent process killed mid-task", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a"],
-      // Two warm containers, so the retry need not wait for a replacement to start.
-      config: {
-        ...FAST_LIVENESS,
-        pools: [{ minIdle: 2, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
-      },
-      idlePerNode: 2,
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: ["node-a"],
+    // Two warm containers, so the retry need not wait for a replacement to start.
+    config: {
+      ...FAST_LIVENESS,
+      pools: [{ minIdle: 2, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
+    },
+    idlePerNode: 2,
   });
 
   it("retries the task and resumes it after its last checkpoint, each effect once", async () => {
+    const fleet = chaos();
     const session = "agent-kill";
     const key = "agent-kill-1";
     const taskId = taskIdForKey("default", key);

@@ -10,29 +10,24 @@
  *   of the canceled turn reaches the session's files or the effects stream
  *   past the point of cancel.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import { ChaosFleet, FAST_LIVENESS, range, script } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script } from "./chaos-fleet.js";
+import { useChaosFleet } from "./chaos-scenario.js";
 
 describe("chaos: duplicate submissions and cancel", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a"],
-      // One container: a canceled agent that kept running would block the next task.
-      config: {
-        ...FAST_LIVENESS,
-        pools: [{ minIdle: 1, max: 1, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
-      },
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: ["node-a"],
+    // One container: a canceled agent that kept running would block the next task.
+    config: {
+      ...FAST_LIVENESS,
+      pools: [{ minIdle: 1, max: 1, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
+    },
   });
 
   it("runs a key submitted many times concurrently exactly once", async () => {
+    const fleet = chaos();
     const session = "dup";
     const warmup = await fleet.client.submit({ session, input: "hello" });
     expect((await fleet.finished(warmup.taskId)).output).toBe("turn 1: hello");
@@ -77,6 +72,7 @@ describe("chaos: duplicate submissions and cancel", () => {
   });
 
   it("cancels a running task: its agent stops, its lease goes, its turn leaves no trace", async () => {
+    const fleet = chaos();
     const session = "cancel";
     const key = "cancel-1";
     const taskId = taskIdForKey("default", key);

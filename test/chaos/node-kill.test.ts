@@ -4,43 +4,41 @@
  * no step runs twice, each effect is published once, and the record keeps the
  * lost attempt in its history.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import { ChaosFleet, FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
 
 const ROUNDS = 4;
 /** Three steps per round: append a line, send an effect, sleep; then one reply. */
-const ops = [
-  ...range(1, ROUNDS).flatMap((n) => [
-    { op: "write", path: "steps.log", text: `line ${n}\n`, append: true },
-    { op: "effect", kind: "mail", payload: { n } },
-    // The kill after round 2's effect lands in this sleep, even under load.
-    { op: "sleep", ms: n === 2 ? 1000 : 250 },
-  ]),
-  { op: "reply", text: "done" },
-];
-const STEPS = ops.length;
-const effectSteps = range(1, ROUNDS).map((n) => 3 * n - 1);
+const {
+  ops,
+  steps: STEPS,
+  effectSteps,
+  effectStep,
+} = roundsScript({
+  rounds: ROUNDS,
+  file: "steps.log",
+  line: (n) => `line ${n}\n`,
+  effect: { kind: "mail", payload: (n) => ({ n }) },
+  // The kill after round 2's effect lands in this sleep, even under load.
+  sleepMs: (n) => (n === 2 ? 1000 : 250),
+  tail: [{ op: "reply", text: "done" }],
+});
 /** Killed right after round 2's effect is checkpointed, while the agent sleeps. */
-const KILL_AFTER = 5;
+const KILL_AFTER = effectStep(2);
 
 describe("chaos: a node killed mid-task", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a", "node-b"],
-      config: {
-        ...FAST_LIVENESS,
-        pools: [{ minIdle: 1, max: 1, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
-      },
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: ["node-a", "node-b"],
+    config: {
+      ...FAST_LIVENESS,
+      pools: [{ minIdle: 1, max: 1, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
+    },
   });
 
   it("finishes on the other node from its last checkpoint, each effect once", async () => {
+    const fleet = chaos();
     const session = "node-kill";
     const key = "node-kill-1";
     const taskId = taskIdForKey("default", key);

@@ -12,12 +12,13 @@
  * The assertions marked "found here" guard fixes of bugs this scenario found: the
  * stale holder's background sync and its late checkpoint used to be unfenced.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
 import type { VersionInfo } from "../../src/adapters/snapshots/snapshot-store.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
-import { ChaosFleet, FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";
+import { useChaosFleet } from "./chaos-scenario.js";
 
 const session = "stale";
 const ops = [
@@ -31,28 +32,23 @@ const ops = [
 ];
 
 describe("chaos: a frozen lease holder that wakes up late", () => {
-  let fleet: ChaosFleet;
   const taskId = taskIdForKey("default", "stale-1");
 
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a", "node-b"],
-      config: {
-        ...FAST_LIVENESS,
-        // A lenient agent watchdog: on waking, the old holder must not first judge its own
-        // agent hung (its heartbeats sat unread in the pipe) and so never try to write.
-        pools: [{ minIdle: 1, max: 1, agentHeartbeatMs: 200, missedHeartbeats: 50 }],
-        // Background sync of running turns, due again by the time the old holder wakes.
-        syncIntervalMs: 500,
-      },
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: ["node-a", "node-b"],
+    config: {
+      ...FAST_LIVENESS,
+      // A lenient agent watchdog: on waking, the old holder must not first judge its own
+      // agent hung (its heartbeats sat unread in the pipe) and so never try to write.
+      pools: [{ minIdle: 1, max: 1, agentHeartbeatMs: 200, missedHeartbeats: 50 }],
+      // Background sync of running turns, due again by the time the old holder wakes.
+      syncIntervalMs: 500,
+    },
   });
 
   // Each test below stands alone: run with -t, it sets up and checks its whole scenario.
   it("cannot write the record, checkpoints, effects, session files or versions after it was replaced", async () => {
+    const fleet = chaos();
     const checkpointed = fleet.event(
       taskId,
       (e) => e.source === "task" && e.type === "step" && e.step === 1,
@@ -153,6 +149,7 @@ describe("chaos: a frozen lease holder that wakes up late", () => {
   });
 
   it("stops a holder woken while its replacement runs, and a third attempt resumes after the last checkpoint", async () => {
+    const fleet = chaos();
     const key = "stale-2";
     const id = taskIdForKey("default", key);
     const other = "stale-resume";

@@ -17,10 +17,11 @@
  *    `restarts` in the tree). The session moves to another container, restored
  *    from its snapshot.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { ContainerInfo } from "../../src/protocol/fleet-messages.js";
 import { killAgent } from "./chaos-faults.js";
-import { ChaosFleet, FAST_LIVENESS, script } from "./chaos-fleet.js";
+import { FAST_LIVENESS, script } from "./chaos-fleet.js";
+import { useChaosFleet } from "./chaos-scenario.js";
 
 const NODE = "node-a";
 /** Above the restarts the first two tests may leave on one container, so the third still has some. */
@@ -30,38 +31,32 @@ const MAX_AGENT_RESTARTS = 3;
 const up = (c: ContainerInfo | null) => c?.state === "idle" || c?.state === "reserved";
 
 describe("chaos: tier 1, the node restarts a dead agent in its container", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: [NODE],
-      config: {
-        ...FAST_LIVENESS,
-        // minIdle = max: a container that fails for good is replaced by a new one.
-        pools: [
-          {
-            minIdle: 2,
-            max: 2,
-            maxAgentRestarts: MAX_AGENT_RESTARTS,
-            agentHeartbeatMs: 200,
-            missedHeartbeats: 5,
-          },
-        ],
-      },
-      idlePerNode: 2,
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: [NODE],
+    config: {
+      ...FAST_LIVENESS,
+      // minIdle = max: a container that fails for good is replaced by a new one.
+      pools: [
+        {
+          minIdle: 2,
+          max: 2,
+          maxAgentRestarts: MAX_AGENT_RESTARTS,
+          agentHeartbeatMs: 200,
+          missedHeartbeats: 5,
+        },
+      ],
+    },
+    idlePerNode: 2,
   });
 
   /** The container as the tree shows it now (`fleet.api.tree`). */
   const inTree = async (id: string) => {
-    const pool = (await fleet.tree()).nodes.find((n) => n.id === NODE)!.pools[0]!;
+    const pool = (await chaos().tree()).nodes.find((n) => n.id === NODE)!.pools[0]!;
     return { pool, container: pool.containers.find((c) => c.id === id) };
   };
 
   it("restarts an agent killed between turns in place; the next turn runs there, warm", async () => {
+    const fleet = chaos();
     const session = "t1-idle";
     const first = await fleet.client.run({ session, input: "hello" });
     expect(first).toMatchObject({ status: "succeeded", output: "turn 1: hello", node: NODE });
@@ -101,6 +96,7 @@ describe("chaos: tier 1, the node restarts a dead agent in its container", () =>
   });
 
   it("restarts an agent killed mid-turn in place; the task finishes on a retry", async () => {
+    const fleet = chaos();
     const session = "t1-busy";
     expect((await fleet.client.run({ session, input: "one" })).output).toBe("turn 1: one");
     const ops = [
@@ -145,6 +141,7 @@ describe("chaos: tier 1, the node restarts a dead agent in its container", () =>
   });
 
   it(`replaces the container after more than ${MAX_AGENT_RESTARTS} deaths within the window`, async () => {
+    const fleet = chaos();
     const session = "t1-limit";
     const first = await fleet.client.run({ session, input: "first" });
     expect(first.output).toBe("turn 1: first");

@@ -13,52 +13,56 @@
  * 2. An agent is frozen with SIGSTOP mid-turn: the node hears no heartbeat,
  *    calls it `AGENT_HUNG`, kills it, and the ladder recreates the same way.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { waitGone } from "./chaos-faults.js";
-import { ChaosFleet, FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
 
 const ROUNDS = 3;
 /** Three steps per round (append a line, an effect, a sleep), then a read and a reply. */
-const ops = [
-  ...range(1, ROUNDS).flatMap((n) => [
-    { op: "write", path: "notes.md", text: `- round ${n}\n`, append: true },
-    { op: "effect", kind: "webhook", payload: { round: n } },
-    // The kill after round 2's effect lands in this sleep, and attempt 2 runs it again:
-    // long enough to read the tree while attempt 2 is under way, even under load.
-    { op: "sleep", ms: n === 2 ? 1500 : 100 },
-  ]),
-  { op: "read", path: "notes.md" },
-  { op: "reply", text: "all rounds" },
-];
-const STEPS = ops.length;
-const effectSteps = range(1, ROUNDS).map((n) => 3 * n - 1);
+const {
+  ops,
+  steps: STEPS,
+  effectSteps,
+  effectStep,
+} = roundsScript({
+  rounds: ROUNDS,
+  file: "notes.md",
+  line: (n) => `- round ${n}\n`,
+  effect: { kind: "webhook", payload: (n) => ({ round: n }) },
+  // The kill after round 2's effect lands in this sleep, and attempt 2 runs it again:
+  // long enough to read the tree while attempt 2 is under way, even under load.
+  sleepMs: (n) => (n === 2 ? 1500 : 100),
+  tail: [
+    { op: "read", path: "notes.md" },
+    { op: "reply", text: "all rounds" },
+  ],
+});
 /** Round 2's effect. */
-const KILL_AFTER = 5;
+const KILL_AFTER = effectStep(2);
 
 describe("chaos: tier 2, a session's lost attempt is recreated from its checkpoint", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a", "node-b"],
-      config: {
-        ...FAST_LIVENESS,
-        pools: [{ minIdle: 1, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
-        healing: { recreateMax: 2, repairMax: 1, windowMs: 60_000 },
-      },
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: ["node-a", "node-b"],
+    config: {
+      ...FAST_LIVENESS,
+      pools: [{ minIdle: 1, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
+      healing: { recreateMax: 2, repairMax: 1, windowMs: 60_000 },
+    },
   });
 
   /** The session's entry on the ladder as the tree shows it once attempt 2 has started. */
   const ladderDuringRetry = async (taskId: string, session: string) => {
-    await fleet.event(taskId, (e) => e.type === "started" && e.attempt === 2, "attempt 2's start");
-    return (await fleet.tree()).sessions.find((s) => s.session === session);
+    await chaos().event(
+      taskId,
+      (e) => e.type === "started" && e.attempt === 2,
+      "attempt 2's start",
+    );
+    return (await chaos().tree()).sessions.find((s) => s.session === session);
   };
 
   it("records tier 2 for an agent killed after a checkpoint; resumes there, effects once", async () => {
+    const fleet = chaos();
     const session = "t2-kill";
     expect((await fleet.client.run({ session, input: "hello" })).output).toBe("turn 1: hello");
     const { taskId } = await fleet.client.submit({ session, input: script(...ops) });
@@ -144,6 +148,7 @@ describe("chaos: tier 2, a session's lost attempt is recreated from its checkpoi
   });
 
   it("records tier 2 for an agent frozen with SIGSTOP (AGENT_HUNG)", async () => {
+    const fleet = chaos();
     const session = "t2-hang";
     const hangOps = [
       { op: "write", path: "hang.md", text: "before\n", append: true },

@@ -10,40 +10,37 @@
  */
 import { mkdtemp, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { FleetTree } from "../../src/gateway/fleet-tree.js";
 import { runCli } from "../harness/cli-process.js";
-import { ChaosFleet, FAST_LIVENESS, script } from "./chaos-fleet.js";
+import { FAST_LIVENESS, script } from "./chaos-fleet.js";
+import { useChaosFleet } from "./chaos-scenario.js";
 
 describe("chaos: tier 3 repairs a session whose config and behaviour stop its agent", () => {
-  let fleet: ChaosFleet;
-  let behaviorDir: string;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a"],
-      config: {
-        ...FAST_LIVENESS,
-        maxAttempts: 10,
-        pools: [{ minIdle: 2, max: 2 }],
-        healing: { recreateMax: 2, repairMax: 1, windowMs: 60_000 },
-      },
-      idlePerNode: 2,
-    });
-    behaviorDir = await mkdtemp(path.join(fleet.dir, "behavior-"));
+  const chaos = useChaosFleet({
+    nodes: ["node-a"],
+    config: {
+      ...FAST_LIVENESS,
+      maxAttempts: 10,
+      pools: [{ minIdle: 2, max: 2 }],
+      healing: { recreateMax: 2, repairMax: 1, windowMs: 60_000 },
+    },
+    idlePerNode: 2,
   });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  let behaviorDir: string;
+  beforeAll(async () => {
+    behaviorDir = await mkdtemp(path.join(chaos().dir, "behavior-"));
   });
 
   const setBehavior = async (name: string, text: string) => {
     const file = path.join(behaviorDir, name);
     await writeFile(file, text);
-    const r = await runCli(["behavior", "set", file, "--nats", fleet.nats.url]);
+    const r = await runCli(["behavior", "set", file, "--nats", chaos().nats.url]);
     expect(r.code, r.stderr).toBe(0);
   };
 
   it("restores the known-good version, resets what is invalid, and the turn succeeds", async () => {
+    const fleet = chaos();
     await setBehavior("tools.json", '{"tools":["search"]}');
     expect((await fleet.client.run({ session: "s3", input: "hello" })).output).toBe(
       "turn 1: hello",
@@ -89,16 +86,16 @@ describe("chaos: tier 3 repairs a session whose config and behaviour stop its ag
     });
     // The behaviour was repaired as a new version (the broken one stays in the history), and
     // the healed turn ran with it.
-    const got = await runCli(["behavior", "get", "tools.json", "--nats", fleet.nats.url]);
+    const got = await runCli(["behavior", "get", "tools.json", "--nats", chaos().nats.url]);
     expect(got.stdout).toBe('{"tools":["search"]}');
-    const history = await runCli(["behavior", "history", "--json", "--nats", fleet.nats.url]);
+    const history = await runCli(["behavior", "history", "--json", "--nats", chaos().nats.url]);
     const versions = JSON.parse(history.stdout) as { hash: string }[];
     expect(versions).toHaveLength(3);
     expect(healed.behavior).toBe(versions.at(-1)!.hash);
 
     // The tree shows the session recovered, with the tiers it took.
     const tree = JSON.parse(
-      (await runCli(["tree", "--json", "--nats", fleet.nats.url])).stdout,
+      (await runCli(["tree", "--json", "--nats", chaos().nats.url])).stdout,
     ) as FleetTree;
     const s3 = tree.sessions.find((s) => s.session === "s3");
     expect(s3).toMatchObject({ tier: 0, restarts: { recreate: 2, repair: 1 } });
@@ -108,7 +105,7 @@ describe("chaos: tier 3 repairs a session whose config and behaviour stop its ag
       [2, "recreate"],
       [3, "repair"],
     ]);
-    const text = (await runCli(["tree", "--nats", fleet.nats.url])).stdout;
+    const text = (await runCli(["tree", "--nats", chaos().nats.url])).stdout;
     expect(text).toContain("default/s3  healthy since");
     // Tier 1 ran too: the node restarted the agents that exited, in their containers.
     const restarts = tree.nodes[0]!.pools[0]!.containers.reduce((n, c) => n + (c.restarts ?? 0), 0);

@@ -15,11 +15,12 @@
  *   affected, and `clawfleet session release` (the CLI, as a person runs it)
  *   lifts the quarantine: the session works again from its last good turn.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { FleetTree } from "../../src/gateway/fleet-tree.js";
 import { runCli } from "../harness/cli-process.js";
 import { killAgent } from "./chaos-faults.js";
-import { ChaosFleet, FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";
+import { useChaosFleet } from "./chaos-scenario.js";
 
 const NODE = "node-a";
 const ops = [
@@ -38,25 +39,19 @@ const ops = [
 const KILL_AFTER: Record<number, number> = { 1: 2, 2: 4, 3: 6 };
 
 describe("chaos: tier 4, a session whose agent keeps dying is quarantined with a post-mortem", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: [NODE],
-      config: {
-        ...FAST_LIVENESS,
-        maxAttempts: 10,
-        pools: [{ minIdle: 2, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
-        healing: { recreateMax: 2, repairMax: 1, windowMs: 60_000 },
-      },
-      idlePerNode: 2,
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: [NODE],
+    config: {
+      ...FAST_LIVENESS,
+      maxAttempts: 10,
+      pools: [{ minIdle: 2, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
+      healing: { recreateMax: 2, repairMax: 1, windowMs: 60_000 },
+    },
+    idlePerNode: 2,
   });
 
   it("climbs 2 → 3 → 4, alerts, fails new tasks fast, and a release lifts it", async () => {
+    const fleet = chaos();
     const session = "t4-doomed";
     expect((await fleet.client.run({ session, input: "hello" })).output).toBe("turn 1: hello");
 
