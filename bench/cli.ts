@@ -1,0 +1,155 @@
+/**
+ * `npm run bench -- cli`: how long one `clawfleet` call takes, from spawn to exit, as
+ * a user runs it: `clawfleet --version`, and `clawfleet send` against a running
+ * one-node fleet (`clawfleet up` in a temp data dir). Each is measured through the
+ * bundle bin/clawfleet.js runs (dist/cli/, see scripts/build-cli.mjs) and, side by
+ * side, through the old path: the sources compiled by tsx at every call
+ * (`CLAWFLEET_FROM_SOURCE=1`). Calls run one at a time; the fleet stays up between
+ * them, so `send` is the CLI's cost plus one warm turn.
+ */
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { loadavg } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
+import { LatencyRecorder, type LatencySummary, round } from "./lib/measure.js";
+import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";
+import { gitState, machineInfo, progress } from "./lib/report.js";
+
+const PARAMS = {
+  runs: { default: 20, min: 1, help: "measured calls per command through the bundle" },
+  baselineRuns: { default: 10, min: 0, help: "measured calls per command through tsx" },
+  warmup: { default: 2, min: 0, help: "unmeasured calls per command and path first" },
+} satisfies Record<string, IntParam>;
+
+type Params = Record<keyof typeof PARAMS, number>;
+type Path = "bundle" | "tsx";
+
+export const usage = `npm run bench -- cli [options]
+
+Wall time of one CLI call (spawn to exit): --version, and send against a running fleet,
+through the bundle and through tsx. JSON report on stdout, summary on stderr.
+
+${paramsUsage(PARAMS)}`;
+
+const CLI = fileURLToPath(new URL("../bin/clawfleet.js", import.meta.url));
+const CALL_TIMEOUT_MS = 60_000;
+
+/** Runs the bench; resolves with the JSON report. */
+export async function run(argv: readonly string[]): Promise<object> {
+  const params = parseIntParams(argv, PARAMS);
+  const startedAt = new Date();
+  const loadBefore = loadavg().map((x) => round(x, 2));
+  return withCleanup(async (cleanup) => {
+    const dataDir = path.join(await tempDir(cleanup, "clawfleet-bench-cli-"), "data");
+    const env = { ...process.env, CLAWFLEET_DATA_DIR: dataDir };
+    // Builds the bundle if the sources changed since the last build, so that cost
+    // (paid once after an edit) is not in the figures.
+    await call(["--version"], env);
+    progress("starting a one-node fleet (clawfleet up)");
+    await startFleet(env, dataDir, cleanup);
+    const results = {} as Record<Path, Record<"version" | "send", LatencySummary>>;
+    for (const via of ["bundle", "tsx"] as const) {
+      const runs = via === "bundle" ? params.runs : params.baselineRuns;
+      if (runs === 0) continue;
+      const viaEnv = via === "tsx" ? { ...env, CLAWFLEET_FROM_SOURCE: "1" } : env;
+      results[via] = {
+        version: await measure(`${via}: --version`, ["--version"], viaEnv, runs, params),
+        send: await measure(
+          `${via}: send`,
+          ["send", "--session", `bench-${via}`, "hello"],
+          viaEnv,
+          runs,
+          params,
+        ),
+      };
+    }
+    summarize(results);
+    return {
+      bench: "cli",
+      started_at: startedAt.toISOString(),
+      params,
+      machine: { ...machineInfo(), loadavg_at_start: loadBefore },
+      git: await gitState(),
+      unit: "ms, wall time from spawn to exit of one call",
+      results,
+    };
+  });
+}
+
+/** Runs `clawfleet ...args` to completion; rejects unless it exits 0. */
+function call(args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env, timeout: CALL_TIMEOUT_MS },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`clawfleet ${args.join(" ")}: ${err.message}\n${stderr}`));
+        else resolve(stdout);
+      },
+    );
+  });
+}
+
+async function measure(
+  label: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  runs: number,
+  params: Params,
+): Promise<LatencySummary> {
+  for (let i = 0; i < params.warmup; i++) await call(args, env);
+  const recorder = new LatencyRecorder();
+  for (let i = 0; i < runs; i++) {
+    const out = await recorder.time(() => call(args, env));
+    if (args[0] === "send" && !out.includes("hello"))
+      throw new Error(`${label}: unexpected output ${JSON.stringify(out)}`);
+  }
+  const s = recorder.summary();
+  progress(`${label}: p50 ${s.p50} ms, p90 ${s.p90} ms (${s.count} calls)`);
+  return s;
+}
+
+/** `clawfleet up` in `dataDir`, stopped by `cleanup`; resolves once a `send` succeeds. */
+async function startFleet(env: NodeJS.ProcessEnv, dataDir: string, cleanup: Cleanup) {
+  const child = spawn(process.execPath, [CLI, "up", "--data-dir", dataDir], {
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  cleanup.defer("stop the fleet", async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGINT");
+    await exited;
+  });
+  const deadline = Date.now() + CALL_TIMEOUT_MS;
+  const fleetFile = path.join(dataDir, "fleet.json");
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`clawfleet up exited early:\n${stderr}`);
+    if (existsSync(fleetFile)) {
+      const ok = await call(["send", "--session", "bench-ready", "hello"], env).then(
+        () => true,
+        () => false,
+      );
+      if (ok) return;
+    }
+    if (Date.now() > deadline) throw new Error(`the fleet did not answer in time:\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function summarize(results: Partial<Record<Path, Record<string, LatencySummary>>>): void {
+  const { bundle, tsx } = results;
+  if (!bundle) return;
+  for (const cmd of ["version", "send"] as const) {
+    const b = bundle[cmd];
+    const t = tsx?.[cmd];
+    const versus = t ? `; tsx p50 ${t.p50} ms, ${round(t.p50 / b!.p50, 1)}× slower` : "";
+    progress(`${cmd}: bundle p50 ${b!.p50} ms / p90 ${b!.p90} ms${versus}`);
+  }
+}
