@@ -108,6 +108,11 @@ export async function buildCli() {
   const { build } = await import("esbuild");
   await mkdir(OUT, { recursive: true });
   const tmp = path.join(OUT, `.tmp-${process.pid}-${Date.now()}`);
+  // Taken before the build: a file edited while it runs then no longer matches, and
+  // the next call builds again rather than trusting a bundle of its older text.
+  const before = new Map(
+    [...(await sourceFiles(SRC)), INSTALLED, THIS_FILE].map((f) => [f, fingerprint(f)]),
+  );
   // Every output file sits directly in the build's directory, so one relative path
   // per source file is right for whichever chunk its code lands in.
   const depthProbe = path.join(OUT, "id");
@@ -145,7 +150,8 @@ export async function buildCli() {
       .filter((f) => !f.includes("node_modules/") && !f.startsWith("lazy:"))
       .map((f) => path.resolve(ROOT, f));
     for (const file of [...files, INSTALLED, THIS_FILE]) {
-      const seen = fingerprint(file);
+      // A file that appeared during the build has no earlier stat: [0, -1] never matches.
+      const seen = before.get(file) ?? (fingerprint(file) ? [0, -1] : null);
       if (seen) inputs[path.relative(ROOT, file)] = seen;
     }
     const pointer = `${CURRENT}.${process.pid}.tmp`;
@@ -159,6 +165,12 @@ export async function buildCli() {
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** Every file under `dir`. */
+async function sourceFiles(dir) {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath ?? e.path, e.name));
 }
 
 /** Removes other builds untouched for a day, and temp dirs of builds that died. */
