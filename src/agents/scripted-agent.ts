@@ -70,6 +70,21 @@ function canceled(): TerminalError {
   return new TerminalError(ErrorCodes.CANCELED, "turn canceled by the host");
 }
 
+/**
+ * better-sqlite3, an optional package (native, built from source at install). The
+ * specifier is a variable so bundlers leave it to node_modules instead of failing
+ * the whole agent's build when it is not installed.
+ */
+async function loadSqlite(): Promise<typeof Database> {
+  const pkg = "better-sqlite3";
+  try {
+    return ((await import(pkg)) as { default: typeof Database }).default;
+  } catch (err) {
+    const why = `the sqlite op needs the optional package better-sqlite3 (npm install --no-save better-sqlite3@12; it compiles with a C++ toolchain): ${(err as Error).message}`;
+    throw new TerminalError(ErrorCodes.SCRIPT_FAILED, why);
+  }
+}
+
 /** SQLite databases the current turn holds open (better-sqlite3, loaded on first use). */
 class OpenDatabases {
   private readonly open_ = new Map<string, Database.Database>();
@@ -78,7 +93,7 @@ class OpenDatabases {
   async open(file: string): Promise<Database.Database> {
     let db = this.open_.get(file);
     if (!db) {
-      this.driver ??= (await import("better-sqlite3")).default;
+      this.driver ??= await loadSqlite();
       db = new this.driver(file);
       db.pragma("journal_mode = WAL");
       this.open_.set(file, db);

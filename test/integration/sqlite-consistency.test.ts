@@ -9,10 +9,26 @@
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
 import { TestFleet } from "../harness/test-fleet.js";
+
+/**
+ * better-sqlite3 is an optional package (native, compiled at install), needed here and
+ * by the agent's `sqlite` op. CI installs it, so there its absence is a failure;
+ * elsewhere this file is skipped, saying how to install it.
+ */
+const SQLITE_PACKAGE = "better-sqlite3";
+const sqlite = await import(SQLITE_PACKAGE).then(
+  (m: { default: typeof Database }) => m.default,
+  (err: Error) => {
+    const why = `better-sqlite3 is not installed (npm install --no-save better-sqlite3@12; .ci/run does): ${err.message}`;
+    if (process.env.CI) throw new Error(why);
+    console.warn(`sqlite-consistency skipped: ${why}`);
+    return null;
+  },
+);
 
 const script = (...ops: object[]) => JSON.stringify({ script: ops });
 const insert = (n: number) => ({
@@ -23,7 +39,7 @@ const insert = (n: number) => ({
 
 /** Opens a restored database read-only: its integrity verdict and row count. */
 function inspect(file: string): { integrity: string; rows: number } {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const db = new sqlite!(file, { readonly: true, fileMustExist: true });
   try {
     const integrity = String(db.pragma("integrity_check", { simple: true }));
     const rows = (db.prepare("SELECT count(*) AS c FROM t").get() as { c: number }).c;
@@ -33,7 +49,7 @@ function inspect(file: string): { integrity: string; rows: number } {
   }
 }
 
-describe("snapshots of a live SQLite database", () => {
+describe.skipIf(sqlite === null)("snapshots of a live SQLite database", () => {
   let fleet: TestFleet;
   let snapshots: SnapshotStore;
   let scratch: string;
