@@ -5,13 +5,17 @@
  *    losing it stops the turn at once;
  * 2. opens the task's checkpoint log, which fences off any older attempt, and
  *    resumes after the last checkpointed step, with the workspace as it was
- *    right after that step;
+ *    right after that step (or, if an older attempt already committed the
+ *    turn, with the files it saved: a committed turn is never run again);
  * 3. for every step the agent reports: saves the workspace as of that step,
  *    appends the step to the log, publishes a step event, and only then lets
  *    the agent go on; effects go through the outbox, once per `taskId/step`;
- * 4. after a success, checks the lease once more, saves the session's files,
- *    and publishes the result. A failed turn leaves the session's files as
- *    they were; a retryable one keeps its checkpoints for the next attempt.
+ * 4. after a success, checks the lease once more, saves the session's files
+ *    (only if no newer attempt opened the log meanwhile), marks the log
+ *    committed, publishes the result and only then drops the checkpoints. A
+ *    failed turn leaves the session's files as they were; a retryable one keeps
+ *    its checkpoints for the next attempt. Why this applies each turn once when
+ *    attempts overlap: `checkpoint-log.ts`.
  *
  * An attempt sent to repair (healing tier 3) drops the checkpoints, repairs the
  * behaviour files and, once the last known-good version is restored, the
@@ -76,6 +80,7 @@ export class TurnRunner {
     const leaseLost = new AbortController();
     const signal = AbortSignal.any([input.signal, leaseLost.signal]);
     let lease: TaskLease | null = null;
+    let checkpointLog: CheckpointLog | null = null;
     let stopRenewing = () => {};
 
     try {
@@ -97,6 +102,7 @@ export class TurnRunner {
         this.retry(() => this.behaviors.get(tenant, profile.name)),
       ]);
       lease = held;
+      checkpointLog = checkpoints;
       stopRenewing = this.keepRenewing(lease, () => leaseLost.abort("lease-lost"));
       const runtime = agentRuntime(profile.runtime);
       let behavior = latestBehavior;
@@ -115,8 +121,10 @@ export class TurnRunner {
       }
       await event({ type: "started", behavior: behavior.hash });
 
-      // Healing tier 3: the checkpoints may be what keeps failing; start over from the last good version.
-      if (task.repair && checkpoints.steps.length > 0) {
+      const committed = checkpoints.committed;
+      // Healing tier 3: the checkpoints may be what keeps failing; start over from the last good
+      // version. Not a committed turn: its files are saved, and running it again would apply it twice.
+      if (task.repair && !committed && checkpoints.steps.length > 0) {
         log.warn(
           { steps: checkpoints.steps.length },
           "repair: dropping checkpoints, starting the turn over",
@@ -125,11 +133,19 @@ export class TurnRunner {
         await store.dropCheckpoints(tenant, session, taskId);
       }
       let resumeAfter = checkpoints.steps.length;
-      if (
+      if (committed) {
+        // An earlier attempt saved the turn's files and then lost the task: those files are the
+        // turn's result (its checkpoint files may be gone already). Replay every step on them.
+        log.info({ version: committed.version }, "turn already committed; replaying its steps");
+        await this.retry(() =>
+          store.restore(tenant, session, handle.workspaceDir, committed.version),
+        );
+      } else if (
         resumeAfter > 0 &&
         !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))
       ) {
-        // The files of the last checkpoint are gone: resuming would run on the wrong state.
+        // The files of the last checkpoint are gone: resuming would run on the wrong state. The
+        // turn is not committed, so no attempt's save of it can be the session's latest version.
         log.warn({ resumeAfter }, "checkpoint files missing; starting the turn over");
         await checkpoints.reset();
         resumeAfter = 0;
@@ -202,10 +218,18 @@ export class TurnRunner {
           { timeoutMs: task.timeoutMs ?? profile.turnTimeoutMs, signal },
         )
         .finally(() => syncing.stop());
-      // Still ours? A holder that lost its lease must not overwrite the session's files.
+      // Still ours? A holder that lost its lease must not overwrite the session's files; and
+      // right before the save lands, no newer attempt may have opened the checkpoint log.
       await this.retry(() => lease!.renew());
       const version =
-        (await this.retry(() => store.save(tenant, session, handle.workspaceDir))) ?? undefined;
+        (await this.retry(() =>
+          store.save(tenant, session, handle.workspaceDir, () =>
+            this.retry(() => checkpoints.hold()),
+          ),
+        )) ?? undefined;
+      // The commit point. A newer attempt that opened the log since fails this (LEASE_LOST): the
+      // task and its checkpoint files are that attempt's, and it resumes from them.
+      await this.retry(() => checkpoints.commit(version));
       await this.register({
         tenant,
         session,
@@ -219,6 +243,7 @@ export class TurnRunner {
         output,
         message: version === undefined ? undefined : `version ${version}`,
       });
+      // Only after the commit: until then a newer attempt may still need these files.
       await store.dropCheckpoints(tenant, session, taskId);
       return { ok: true, agentAlive: handle.alive };
     } catch (err) {
@@ -228,7 +253,12 @@ export class TurnRunner {
       await event({ type: "failed", error: e.toInfo(), retryable: e.retryable, logTail }).catch(
         (pubErr) => log.error({ err: toErrorInfo(pubErr) }, "could not report a failed turn"),
       );
-      if (!e.retryable) await store.dropCheckpoints(tenant, session, taskId).catch(() => {});
+      if (!e.retryable) {
+        // Not if a newer attempt opened the log: the checkpoints are that attempt's.
+        await (checkpointLog ? this.retry(() => checkpointLog!.hold()) : Promise.resolve())
+          .then(() => store.dropCheckpoints(tenant, session, taskId))
+          .catch(() => {});
+      }
       return { ok: false, agentAlive: handle.alive };
     } finally {
       stopRenewing();

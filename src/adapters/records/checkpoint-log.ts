@@ -3,6 +3,14 @@
  * steps done so far, written by compare-and-set. Opening the log for a new
  * attempt rewrites the key, so a previous attempt that is still running
  * (a stale lease holder) fails its next write instead of adding to the log.
+ *
+ * The log is also the turn's commit record. Once an attempt has saved the
+ * session's files after its last step, it marks the log `committed` (with the
+ * version it saved) before it reports success or drops the task's checkpoint
+ * files. So a newer attempt that opens the log either finds it committed, and
+ * restores exactly the committed files instead of running the turn again, or
+ * finds it uncommitted, and then no older attempt can drop the files it
+ * resumes from: a fenced-off attempt fails its commit and leaves them alone.
  */
 import type { KV } from "@nats-io/kv";
 import { TerminalError } from "../../errors.js";
@@ -23,6 +31,8 @@ export interface CheckpointValue {
   readonly attempt: number;
   readonly owner: string;
   readonly steps: readonly CheckpointStep[];
+  /** Set once the session's files after the last step are saved (`version`, if versioned). */
+  readonly committed?: { readonly version?: number };
 }
 
 /** Largest step output kept in a checkpoint (it is replayed to the agent on resume). */
@@ -50,7 +60,13 @@ export class CheckpointLog {
         `task ${taskId}: attempt ${prev.attempt} already took over from ${attempt}`,
       );
     }
-    const value: CheckpointValue = { taskId, attempt, owner, steps: prev?.steps ?? [] };
+    const value: CheckpointValue = {
+      taskId,
+      attempt,
+      owner,
+      steps: prev?.steps ?? [],
+      ...(prev?.committed ? { committed: prev.committed } : {}),
+    };
     try {
       const revision = entry
         ? await kv.update(taskId, JSON.stringify(value), entry.revision)
@@ -65,6 +81,11 @@ export class CheckpointLog {
   /** The steps done so far, in order. */
   get steps(): readonly CheckpointStep[] {
     return this.value.steps;
+  }
+
+  /** What an earlier attempt committed (the turn is done, its files saved), or undefined. */
+  get committed(): CheckpointValue["committed"] {
+    return this.value.committed;
   }
 
   /** Records the next step; throws {@link LeaseLostError} if a newer attempt owns the log. */
@@ -108,9 +129,30 @@ export class CheckpointLog {
     this.value = next;
   }
 
+  /**
+   * Proves the log is still this attempt's (a compare-and-set rewrite of the same
+   * value); throws {@link LeaseLostError} if a newer attempt opened it.
+   */
+  async hold(): Promise<void> {
+    await this.write(this.value);
+  }
+
+  /**
+   * Marks the turn committed: the session's files after the last step are saved
+   * as `version`. Throws {@link LeaseLostError} if a newer attempt opened the log:
+   * the task is that attempt's now, and so are the checkpoint files.
+   */
+  async commit(version: number | undefined): Promise<void> {
+    await this.write({
+      ...this.value,
+      committed: version === undefined ? {} : { version },
+    });
+  }
+
   /** Forgets every step (their files are gone): the turn starts over. */
   async reset(): Promise<void> {
-    await this.write({ ...this.value, steps: [] });
+    const { committed: _, ...rest } = this.value;
+    await this.write({ ...rest, steps: [] });
   }
 
   /** Reads a task's log without opening it. */

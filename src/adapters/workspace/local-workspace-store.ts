@@ -16,7 +16,8 @@ const ID = /^[A-Za-z0-9_-]{1,128}$/;
 export class LocalWorkspaceStore implements WorkspaceStore {
   constructor(private readonly root: string) {}
 
-  async restore(tenant: string, session: string, dir: string): Promise<void> {
+  /** Unversioned: `version` is ignored, the one saved copy is the latest. */
+  async restore(tenant: string, session: string, dir: string, _version?: number): Promise<void> {
     const from = this.sessionDir(tenant, session);
     await emptyDir(dir);
     try {
@@ -31,15 +32,30 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     return true;
   }
 
-  async save(tenant: string, session: string, dir: string): Promise<undefined> {
+  async save(
+    tenant: string,
+    session: string,
+    dir: string,
+    precommit?: () => Promise<void>,
+  ): Promise<undefined> {
     const final = this.sessionDir(tenant, session);
     const parent = path.dirname(final);
     const tag = randomBytes(6).toString("hex");
     const tmp = path.join(parent, `.${session}.tmp-${tag}`);
     const old = path.join(parent, `.${session}.old-${tag}`);
+    const abandon = async (err: unknown): Promise<never> => {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    };
     try {
       await mkdir(parent, { recursive: true });
       await cp(dir, tmp, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
+    } catch (err) {
+      return abandon(wrap("save", err));
+    }
+    // The caller's verdict passes as it is (a lost lease, a NATS hiccup to retry).
+    await precommit?.().catch(abandon);
+    try {
       let hadOld = true;
       await rename(final, old).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== "ENOENT") throw err;
@@ -48,8 +64,7 @@ export class LocalWorkspaceStore implements WorkspaceStore {
       await rename(tmp, final);
       if (hadOld) await rm(old, { recursive: true, force: true });
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
-      throw wrap("save", err);
+      return abandon(wrap("save", err));
     }
   }
 

@@ -3,8 +3,8 @@
  * as versioned snapshots in the Object Store instead of a host directory, so any
  * container on any node can restore them.
  *
- * - `restore` puts the session's latest version into the workspace (an empty
- *   workspace for a new session);
+ * - `restore` puts the session's latest known-good version (or the version asked
+ *   for) into the workspace (an empty workspace for a new session);
  * - `save` (after a successful turn) snapshots the workspace as the next version,
  *   marked known-good at once, then prunes old versions when `keepLast` is set;
  * - checkpoints of a running task are snapshots kept apart from the session's
@@ -53,11 +53,16 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
     private readonly options: ObjectWorkspaceStoreOptions = {},
   ) {}
 
-  async restore(tenant: string, session: string, dir: string): Promise<void> {
+  async restore(tenant: string, session: string, dir: string, version?: number): Promise<void> {
     try {
       // The restore point is the last version a turn succeeded on: syncs taken during a
       // turn that then failed are kept for a person to go back to, never restored by themselves.
-      const info = await this.snapshots.restore(tenant, session, dir, { knownGood: true });
+      const info = await this.snapshots.restore(
+        tenant,
+        session,
+        dir,
+        version === undefined ? { knownGood: true } : { version },
+      );
       this.lineage.set(dir, { tenant, session, version: info.version });
     } catch (err) {
       if (!(err instanceof ClawfleetError && err.code === SnapshotErrorCodes.SNAPSHOT_NOT_FOUND))
@@ -67,8 +72,13 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
     }
   }
 
-  async save(tenant: string, session: string, dir: string): Promise<number> {
-    return (await this.saveVersion(tenant, session, dir)).version;
+  async save(
+    tenant: string,
+    session: string,
+    dir: string,
+    precommit?: () => Promise<void>,
+  ): Promise<number> {
+    return (await this.saveVersion(tenant, session, dir, precommit)).version;
   }
 
   async isCurrent(tenant: string, session: string, dir: string): Promise<boolean> {
@@ -105,12 +115,18 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
   }
 
   /** {@link save}, resolving with the version written. */
-  async saveVersion(tenant: string, session: string, dir: string): Promise<VersionInfo> {
+  async saveVersion(
+    tenant: string,
+    session: string,
+    dir: string,
+    precommit?: () => Promise<void>,
+  ): Promise<VersionInfo> {
     await this.options.quiesce?.(dir);
     const from = this.lineage.get(dir);
     const parent =
       from && from.tenant === tenant && from.session === session ? from.version : undefined;
     const info = await this.snapshots.snapshot(tenant, session, dir, {
+      ...(precommit ? { precommit } : {}),
       ...(this.options.exclude ? { exclude: this.options.exclude } : {}),
       reason: "turn",
       knownGood: true,

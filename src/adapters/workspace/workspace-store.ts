@@ -6,10 +6,22 @@
 
 /** Moves a session's working copy in and out of containers. */
 export interface WorkspaceStore {
-  /** Replaces the contents of `dir` with the session's saved files (empty for a new session). */
-  restore(tenant: string, session: string, dir: string): Promise<void>;
-  /** Saves the contents of `dir` as the session's files; resolves with the new version, if versioned. */
-  save(tenant: string, session: string, dir: string): Promise<number | undefined>;
+  /**
+   * Replaces the contents of `dir` with the session's saved files (empty for a new
+   * session): `version` if given and the store is versioned, else the latest saved.
+   */
+  restore(tenant: string, session: string, dir: string, version?: number): Promise<void>;
+  /**
+   * Saves the contents of `dir` as the session's files; resolves with the new version,
+   * if versioned. `precommit` runs right before the save becomes visible; throwing
+   * from it abandons the save.
+   */
+  save(
+    tenant: string,
+    session: string,
+    dir: string,
+    precommit?: () => Promise<void>,
+  ): Promise<number | undefined>;
   /**
    * Whether `dir` still holds the session's latest files (nobody saved or restored a
    * newer version since this process put them there), so a warm container may skip
