@@ -4,20 +4,100 @@
  * {@link ClawfleetError.retryable}, never by message text.
  */
 
+/**
+ * The one registry of error codes: every code the fleet raises, stores on a task
+ * record or sends on the wire is here, so clients and docs have one list.
+ */
+export const ErrorCodes = {
+  // Requests at the edge.
+  INVALID_REQUEST: "INVALID_REQUEST",
+  INPUT_TOO_LARGE: "INPUT_TOO_LARGE",
+  NOT_FOUND: "NOT_FOUND",
+  TIMEOUT: "TIMEOUT",
+  NO_ORCHESTRATOR: "NO_ORCHESTRATOR",
+  /** Client side: no gateway answered on the fleet's API subjects. */
+  NO_GATEWAY: "NO_GATEWAY",
+  /** Client side: the fleet named in the data dir's `fleet.json` is not running (its pid is gone). */
+  FLEET_DOWN: "FLEET_DOWN",
+  /** Client side: the command line does not parse (unknown command or option, missing or malformed argument). */
+  USAGE: "USAGE",
+  /** Client side: a file named on the command line does not exist. */
+  FILE_NOT_FOUND: "FILE_NOT_FOUND",
+  /** Client side: a file named on the command line exists but cannot be read or written. */
+  FILE_UNREADABLE: "FILE_UNREADABLE",
+  BEHAVIOR_TOO_LARGE: "BEHAVIOR_TOO_LARGE",
+  CONFIG_INVALID: "CONFIG_INVALID",
+  NATS_SERVER_UNAVAILABLE: "NATS_SERVER_UNAVAILABLE",
+  // How a task or an attempt ended.
+  TURN_TIMEOUT: "TURN_TIMEOUT",
+  CANCELED: "CANCELED",
+  ATTEMPTS_EXHAUSTED: "ATTEMPTS_EXHAUSTED",
+  SESSION_QUARANTINED: "SESSION_QUARANTINED",
+  /** Client side: a task record that failed without an error. */
+  FAILED: "FAILED",
+  NODE_LOST: "NODE_LOST",
+  /** The node stopped while it ran the turn (retryable). */
+  NODE_STOPPING: "NODE_STOPPING",
+  /** The attempt's task lease expired or was taken over (retryable). */
+  LEASE_LOST: "LEASE_LOST",
+  /** No node accepted or answered a dispatch (retryable). */
+  DISPATCH_FAILED: "DISPATCH_FAILED",
+  // The agent and its turn.
+  UNKNOWN_OP: "UNKNOWN_OP",
+  INVALID_SCRIPT: "INVALID_SCRIPT",
+  SCRIPT_FAILED: "SCRIPT_FAILED",
+  AGENT_EXITED: "AGENT_EXITED",
+  AGENT_HUNG: "AGENT_HUNG",
+  AGENT_PROTOCOL: "AGENT_PROTOCOL",
+  AGENT_START_FAILED: "AGENT_START_FAILED",
+  STEP_OUTPUT_TOO_LARGE: "STEP_OUTPUT_TOO_LARGE",
+  // Workspaces and snapshots.
+  /** A path is absolute, not normalised, has `..`, or passes through a symlink or file. */
+  PATH_ESCAPE: "PATH_ESCAPE",
+  /** A symlink is absolute or resolves outside the workspace. */
+  SYMLINK_ESCAPE: "SYMLINK_ESCAPE",
+  /** A FIFO, socket or device in the workspace. */
+  SPECIAL_FILE: "SPECIAL_FILE",
+  FILE_TOO_LARGE: "FILE_TOO_LARGE",
+  WORKSPACE_TOO_LARGE: "WORKSPACE_TOO_LARGE",
+  TOO_MANY_FILES: "TOO_MANY_FILES",
+  /** The local filesystem refused an operation (permissions, not a directory...). */
+  WORKSPACE_ERROR: "WORKSPACE_ERROR",
+  /** A file changed under the snapshot (shrank or was replaced); retryable. */
+  WORKSPACE_CHANGED: "WORKSPACE_CHANGED",
+  /** No such version (or checkpoint) for this tenant and session. */
+  SNAPSHOT_NOT_FOUND: "SNAPSHOT_NOT_FOUND",
+  /** A stored manifest or chunk is missing, malformed or does not match its hash. */
+  SNAPSHOT_CORRUPT: "SNAPSHOT_CORRUPT",
+  /** The snapshot ran past `maxSnapshotMs` and was not committed (retryable). */
+  SNAPSHOT_TIMEOUT: "SNAPSHOT_TIMEOUT",
+  /** NATS failed under the snapshot store; the same call may succeed later (retryable). */
+  SNAPSHOT_STORE_ERROR: "SNAPSHOT_STORE_ERROR",
+  /** A bug or an unclassified failure: never retried for its own sake. */
+  INTERNAL: "INTERNAL",
+} as const;
+
+/** A code of the registry. */
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
 /** The wire form of an error: what API replies, task records and events carry. */
 export interface ErrorInfo {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly message: string;
 }
 
 /** Base class of all clawfleet errors. */
 export class ClawfleetError extends Error {
   /** Stable, machine-readable code, e.g. `INVALID_REQUEST`. */
-  readonly code: string;
+  readonly code: ErrorCode;
   /** Whether the same work may succeed if tried again (elsewhere or later). */
   readonly retryable: boolean;
 
-  constructor(code: string, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -32,36 +112,43 @@ export class ClawfleetError extends Error {
 
 /** A failure that will happen again if retried: bad input, unknown op, policy refusal. */
 export class TerminalError extends ClawfleetError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, { ...options, retryable: false });
   }
 }
 
 /** A failure of infrastructure that another attempt may not meet: a crash, a lost node. */
 export class RetryableError extends ClawfleetError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, { ...options, retryable: true });
+  }
+}
+
+/** A bug: a broken invariant or a missing part. It surfaces; retrying cannot help. */
+export class InternalError extends TerminalError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.INTERNAL, message, options);
   }
 }
 
 /** A request or message failed schema validation at a boundary. */
 export class ValidationError extends TerminalError {
-  constructor(message: string, options?: { cause?: unknown; code?: string }) {
-    super(options?.code ?? "INVALID_REQUEST", message, options);
+  constructor(message: string, options?: { cause?: unknown; code?: ErrorCode }) {
+    super(options?.code ?? ErrorCodes.INVALID_REQUEST, message, options);
   }
 }
 
 /** The named task does not exist (or has expired from the task bucket). */
 export class NotFoundError extends TerminalError {
   constructor(message: string) {
-    super("NOT_FOUND", message);
+    super(ErrorCodes.NOT_FOUND, message);
   }
 }
 
 /** Waiting for something took longer than allowed; the work itself may go on. */
 export class TimeoutError extends RetryableError {
-  constructor(message: string, options?: { cause?: unknown; code?: string }) {
-    super(options?.code ?? "TIMEOUT", message, options);
+  constructor(message: string, options?: { cause?: unknown; code?: ErrorCode }) {
+    super(options?.code ?? ErrorCodes.TIMEOUT, message, options);
   }
 }
 
@@ -71,39 +158,16 @@ export class AgentError extends RetryableError {}
 /** A configuration value is invalid; the process cannot start as configured. */
 export class ConfigError extends TerminalError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super("CONFIG_INVALID", message, options);
+    super(ErrorCodes.CONFIG_INVALID, message, options);
   }
 }
 
 /** nats-server is not installed or could not be started. */
 export class NatsServerError extends TerminalError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super("NATS_SERVER_UNAVAILABLE", message, options);
+    super(ErrorCodes.NATS_SERVER_UNAVAILABLE, message, options);
   }
 }
-
-/** Stable error codes used across the fleet, collected for clients and docs. */
-export const ErrorCodes = {
-  INVALID_REQUEST: "INVALID_REQUEST",
-  INPUT_TOO_LARGE: "INPUT_TOO_LARGE",
-  NOT_FOUND: "NOT_FOUND",
-  TIMEOUT: "TIMEOUT",
-  TURN_TIMEOUT: "TURN_TIMEOUT",
-  CANCELED: "CANCELED",
-  UNKNOWN_OP: "UNKNOWN_OP",
-  INVALID_SCRIPT: "INVALID_SCRIPT",
-  SCRIPT_FAILED: "SCRIPT_FAILED",
-  AGENT_EXITED: "AGENT_EXITED",
-  AGENT_HUNG: "AGENT_HUNG",
-  AGENT_PROTOCOL: "AGENT_PROTOCOL",
-  AGENT_START_FAILED: "AGENT_START_FAILED",
-  NODE_LOST: "NODE_LOST",
-  ATTEMPTS_EXHAUSTED: "ATTEMPTS_EXHAUSTED",
-  WORKSPACE_ERROR: "WORKSPACE_ERROR",
-  PATH_ESCAPE: "PATH_ESCAPE",
-  NO_ORCHESTRATOR: "NO_ORCHESTRATOR",
-  INTERNAL: "INTERNAL",
-} as const;
 
 /** Converts anything thrown into the wire form without leaking stacks. */
 export function toErrorInfo(err: unknown): ErrorInfo {

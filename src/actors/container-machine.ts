@@ -12,6 +12,7 @@
  */
 import { assign, fromCallback, fromPromise, raise, sendParent, setup } from "xstate";
 import type { ContainerHandle, ExitInfo } from "../adapters/agent-link/pool-adapter.js";
+import { InternalError } from "../errors.js";
 import type { ContainerState, DispatchRequest } from "../protocol/fleet-messages.js";
 
 /** How a turn ended, from the container's point of view. */
@@ -87,10 +88,10 @@ export const containerMachine = setup({
   },
   actors: {
     startContainer: fromPromise<ContainerHandle, { id: string; pool: string }>(async () => {
-      throw new Error("startContainer is provided by the node runtime");
+      throw new InternalError("startContainer is provided by the node runtime");
     }),
     runTask: fromPromise<TaskOutcome, RunTaskInput>(async () => {
-      throw new Error("runTask is provided by the node runtime");
+      throw new InternalError("runTask is provided by the node runtime");
     }),
     watchExit: fromCallback<ContainerEvent, ContainerHandle>(({ sendBack, input }) =>
       input.onExit((info) => sendBack({ type: "AGENT_EXITED", info })),
@@ -103,7 +104,7 @@ export const containerMachine = setup({
       ContainerHandle,
       { id: string; pool: string; handle: ContainerHandle | null }
     >(async () => {
-      throw new Error("restartAgent is provided by the node runtime");
+      throw new InternalError("restartAgent is provided by the node runtime");
     }),
   },
   delays: { reservedWindow: ({ context }) => context.reservedWindowMs },

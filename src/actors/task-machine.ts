@@ -13,7 +13,7 @@
  * each snapshot ({@link taskRecordOf}), so the machine is testable without NATS.
  */
 import { assign, emit, fromPromise, setup } from "xstate";
-import type { ErrorInfo } from "../errors.js";
+import { ErrorCodes, type ErrorInfo, InternalError } from "../errors.js";
 import type { AttemptRecord, Priority, Rung, TaskRecord } from "../protocol/api-schemas.js";
 import type { DispatchReply, DispatchRequest } from "../protocol/fleet-messages.js";
 
@@ -128,7 +128,7 @@ function endAttempt(
 }
 
 const exhausted = (attempts: number, last: ErrorInfo): ErrorInfo => ({
-  code: "ATTEMPTS_EXHAUSTED",
+  code: ErrorCodes.ATTEMPTS_EXHAUSTED,
   message: `gave up after ${attempts} attempts; last: ${last.code}: ${last.message}`,
 });
 
@@ -139,9 +139,12 @@ function lossOf(context: TaskContext, event: TaskEvent): { error: ErrorInfo; at:
     case "FAILED":
       return { error: event.error, at };
     case "NODE_LOST":
-      return { error: { code: "NODE_LOST", message: `node ${event.node} stopped answering` }, at };
+      return {
+        error: { code: ErrorCodes.NODE_LOST, message: `node ${event.node} stopped answering` },
+        at,
+      };
     default:
-      return { error: { code: "LEASE_LOST", message: "the attempt's lease expired" }, at };
+      return { error: { code: ErrorCodes.LEASE_LOST, message: "the attempt's lease expired" }, at };
   }
 }
 
@@ -155,7 +158,7 @@ export const taskMachine = setup({
   },
   actors: {
     dispatch: fromPromise<DispatchReply, DispatchInput>(async () => {
-      throw new Error("dispatch is provided by the orchestrator runtime");
+      throw new InternalError("dispatch is provided by the orchestrator runtime");
     }),
   },
   guards: {
@@ -188,7 +191,7 @@ export const taskMachine = setup({
         ...context.record,
         finishedAt: context.now(),
         error: {
-          code: "SESSION_QUARANTINED",
+          code: ErrorCodes.SESSION_QUARANTINED,
           message: event.type === "QUARANTINE" ? event.reason : "the session is quarantined",
         },
       },
@@ -309,7 +312,7 @@ export const taskMachine = setup({
                 attempts: context.record.attempts + 1,
               }),
               lastError: ({ event }) => ({
-                code: "DISPATCH_FAILED",
+                code: ErrorCodes.DISPATCH_FAILED,
                 message: errorMessage(event.error),
               }),
             }),
@@ -431,7 +434,7 @@ export const taskMachine = setup({
         assign({
           record: ({ context }) => {
             const at = context.now();
-            const error = { code: "CANCELED", message: "canceled by request" };
+            const error = { code: ErrorCodes.CANCELED, message: "canceled by request" };
             return { ...endAttempt(context.record, "canceled", at, error), finishedAt: at, error };
           },
         }),

@@ -11,7 +11,10 @@ import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { type Clock, systemClock } from "../clock.js";
 import {
   ClawfleetError,
+  ErrorCodes,
   NotFoundError,
+  RetryableError,
+  TerminalError,
   TimeoutError,
   toErrorInfo,
   ValidationError,
@@ -26,6 +29,7 @@ import {
   type TaskRecord,
   TaskRecordSchema,
 } from "../protocol/api-schemas.js";
+import { CancelReplySchema } from "../protocol/fleet-messages.js";
 import { behaviorEndpoints } from "./behavior-endpoints.js";
 import { readFleetStatus } from "./fleet-status.js";
 import { readFleetTree } from "./fleet-tree.js";
@@ -99,24 +103,18 @@ export class ApiService {
         const reply = await nats.nc
           .request(nats.subjects.ctl("cancel"), JSON.stringify(req), { timeout: 10_000 })
           .catch((err) => {
-            throw new ClawfleetError(
-              "NO_ORCHESTRATOR",
+            throw new RetryableError(
+              ErrorCodes.NO_ORCHESTRATOR,
               `no orchestrator answered: ${(err as Error).message}`,
-              {
-                retryable: true,
-              },
             );
           });
-        const body2 = reply.json<{
-          ok: boolean;
-          task?: TaskRecord;
-          error?: { code: string; message: string };
-        }>();
-        if (!body2.ok)
-          throw new ClawfleetError(
-            body2.error?.code ?? "INTERNAL",
+        const body2 = CancelReplySchema.parse(reply.json());
+        if (!body2.ok) {
+          throw new TerminalError(
+            body2.error?.code ?? ErrorCodes.INTERNAL,
             body2.error?.message ?? "cancel failed",
           );
+        }
         return { task: body2.task };
       },
       status: async () => readFleetStatus(nats, options, clock),

@@ -4,8 +4,18 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
-import { ClawfleetError, ConfigError, TimeoutError } from "../errors.js";
+import { isNoResponders, isRequestTimeout } from "../adapters/nats/nats-retry.js";
 import {
+  ConfigError,
+  ErrorCodes,
+  type ErrorInfo,
+  InternalError,
+  RetryableError,
+  TerminalError,
+  TimeoutError,
+} from "../errors.js";
+import {
+  ApiFailureSchema,
   type FleetStatus,
   isTerminal,
   type RunRequest,
@@ -39,7 +49,7 @@ export interface WatchOptions {
   signal?: AbortSignal;
 }
 
-type Reply<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: string } };
+type Reply<T> = ({ ok: true } & T) | { ok: false; error: ErrorInfo };
 
 /** A connection to a fleet's API. */
 export class FleetClient {
@@ -222,21 +232,21 @@ export class FleetClient {
     try {
       reply = (await this.raw(endpoint, JSON.stringify(body), timeoutMs)) as Reply<T>;
     } catch (err) {
-      const msg = (err as Error).message ?? String(err);
-      if (/no responders/i.test(msg)) {
-        throw new ClawfleetError(
-          "NO_GATEWAY",
+      if (isNoResponders(err)) {
+        throw new RetryableError(
+          ErrorCodes.NO_GATEWAY,
           "no clawfleet gateway is answering on this NATS server",
-          {
-            retryable: true,
-          },
         );
       }
-      if (/timeout/i.test(msg))
+      if (isRequestTimeout(err))
         throw new TimeoutError(`no reply to ${endpoint} within ${timeoutMs} ms`);
       throw err;
     }
-    if (!reply.ok) throw new ClawfleetError(reply.error.code, reply.error.message);
+    if (!reply.ok) {
+      const failure = ApiFailureSchema.safeParse(reply);
+      if (!failure.success) throw new InternalError(`malformed reply from ${endpoint}`);
+      throw new TerminalError(failure.data.error.code, failure.data.error.message);
+    }
     return reply as T;
   }
 }

@@ -3,6 +3,7 @@
  * boundary. Clients in any language send and receive exactly these JSON shapes.
  */
 import { z } from "zod";
+import { type ErrorCode, ErrorCodes, type ErrorInfo } from "../errors.js";
 
 /** Tenant and session ids: 1–128 chars of `[A-Za-z0-9_-]` (they become subject tokens). */
 export const IdSchema = z
@@ -58,7 +59,10 @@ export type TaskStatus = z.infer<typeof TaskStatusSchema>;
 export const RungSchema = z.enum(["own-busy", "reserved", "warm", "idle", "new"]);
 export type Rung = z.infer<typeof RungSchema>;
 
-export const ErrorInfoSchema = z.object({ code: z.string(), message: z.string() });
+/** A code of the one registry in errors.ts; an unknown code is refused at the boundary. */
+export const ErrorCodeSchema: z.ZodType<ErrorCode> = z.enum(ErrorCodes);
+
+export const ErrorInfoSchema = z.object({ code: ErrorCodeSchema, message: z.string() });
 
 /** How one attempt ended: `lost` covers a lost lease, a lost node and an unanswered dispatch. */
 export const AttemptOutcomeSchema = z.enum(["running", "succeeded", "failed", "canceled", "lost"]);
@@ -132,7 +136,8 @@ export interface PoolSummary {
   restarts: number;
 }
 
+/** A failed reply, as clients validate it. */
+export const ApiFailureSchema = z.object({ ok: z.literal(false), error: ErrorInfoSchema });
+
 /** Success replies carry `ok: true` and their fields; failures carry a coded error. */
-export type ApiReply<T extends object> =
-  | ({ ok: true } & T)
-  | { ok: false; error: { code: string; message: string } };
+export type ApiReply<T extends object> = ({ ok: true } & T) | { ok: false; error: ErrorInfo };

@@ -3,7 +3,14 @@
  * boundaries, so each has a zod schema and every receiver validates it.
  */
 import { z } from "zod";
-import { ErrorInfoSchema, PrioritySchema, RungSchema } from "./api-schemas.js";
+import { ErrorInfoSchema, PrioritySchema, RungSchema, TaskRecordSchema } from "./api-schemas.js";
+
+/** The leading orchestrator's answer to `<prefix>.ctl.cancel`. */
+export const CancelReplySchema = z.object({
+  ok: z.boolean(),
+  task: TaskRecordSchema.optional(),
+  error: ErrorInfoSchema.optional(),
+});
 
 /** A submitted task as stored in the tasks stream (the durable copy of its input). */
 export const SubmissionSchema = z.object({

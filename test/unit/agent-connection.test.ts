@@ -223,7 +223,7 @@ describe("AgentConnection (protocol peer)", () => {
     const hooks: TurnHooks = {
       ...quietHooks,
       onStep: async () => {
-        throw new TerminalError("CHECKPOINT_REFUSED", "no");
+        throw new TerminalError(ErrorCodes.STEP_OUTPUT_TOO_LARGE, "no");
       },
     };
     const result = p.conn.runTurn(turn("t1", "x"), hooks, { timeoutMs: 1000, signal: noSignal() });
@@ -231,7 +231,7 @@ describe("AgentConnection (protocol peer)", () => {
     await p.next("cancel");
     const error = { code: ErrorCodes.CANCELED, message: "canceled" };
     await p.send({ type: "error", taskId: "t1", error, retryable: false });
-    await expect(result).rejects.toMatchObject({ code: "CHECKPOINT_REFUSED" });
+    await expect(result).rejects.toMatchObject({ code: ErrorCodes.STEP_OUTPUT_TOO_LARGE });
   });
 
   it("rejects waitReady on timeout and on the end of the agent's output", async () => {

@@ -9,7 +9,7 @@ import {
 } from "../../src/actors/container-machine.js";
 import { poolMachine, poolStates, refuseStart } from "../../src/actors/pool-machine.js";
 import type { ContainerHandle, ExitInfo } from "../../src/adapters/agent-link/pool-adapter.js";
-import { RetryableError } from "../../src/errors.js";
+import { ErrorCodes, RetryableError } from "../../src/errors.js";
 import { type PoolProfile, resolvePoolProfile } from "../../src/fleet-options.js";
 import type { ContainerState, DispatchRequest } from "../../src/protocol/fleet-messages.js";
 import { type Deferred, deferred } from "../harness/deferred.js";
@@ -49,7 +49,7 @@ class FakeHandle implements ContainerHandle {
     const info: ExitInfo = {
       code: 1,
       signal: null,
-      error: new RetryableError("AGENT_CRASHED", "agent exited with code 1"),
+      error: new RetryableError(ErrorCodes.AGENT_EXITED, "agent exited with code 1"),
     };
     for (const l of [...this.#listeners]) l(info);
   }

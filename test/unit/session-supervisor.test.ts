@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { SimulatedClock } from "xstate";
+import { ErrorCodes } from "../../src/errors.js";
 import { RestartIntensity } from "../../src/supervisor/restart-intensity.js";
 import { SessionSupervisor } from "../../src/supervisor/session-supervisor.js";
 
-const crash = { code: "AGENT_EXITED", message: "exit 1" };
+const crash = { code: ErrorCodes.AGENT_EXITED, message: "exit 1" };
 const lost = (attempt: number) => ({ taskId: "t1", attempt, error: crash });
 
 describe("RestartIntensity", () => {

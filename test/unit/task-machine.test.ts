@@ -8,6 +8,7 @@ import {
   taskMachine,
   taskRecordOf,
 } from "../../src/actors/task-machine.js";
+import { ErrorCodes } from "../../src/errors.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import type { DispatchReply } from "../../src/protocol/fleet-messages.js";
 import { type Deferred, deferred } from "../harness/deferred.js";
@@ -200,7 +201,7 @@ describe("taskMachine", () => {
 
   it("retries a retryable failure with a backoff that doubles per attempt", async () => {
     const t = startTask({ maxAttempts: 4 });
-    const crash = { code: "AGENT_CRASHED", message: "agent exited with code 1" };
+    const crash = { code: ErrorCodes.AGENT_EXITED, message: "agent exited with code 1" };
     for (const attempt of [1, 2, 3]) {
       await run(t);
       expect(recordOf(t.actor).attempts).toBe(attempt);
@@ -240,7 +241,7 @@ describe("taskMachine", () => {
         now: () => new Date(clock.now()).toISOString(),
       },
     }).start();
-    const error = { code: "AGENT_HUNG", message: "missed heartbeats" };
+    const error = { code: ErrorCodes.AGENT_HUNG, message: "missed heartbeats" };
     actor.send({ type: "FAILED", attempt: 3, error, retryable: true, at: at() });
     expect(actor.getSnapshot().value).toBe("retrying");
     clock.increment(30_000 - 1); // uncapped it would be 80 s
@@ -251,7 +252,7 @@ describe("taskMachine", () => {
 
   it("fails with ATTEMPTS_EXHAUSTED when the last attempt fails retryably", async () => {
     const t = startTask({ maxAttempts: 2 });
-    const crash = { code: "AGENT_CRASHED", message: "boom" };
+    const crash = { code: ErrorCodes.AGENT_EXITED, message: "boom" };
     await run(t);
     t.actor.send({ type: "FAILED", attempt: 1, error: crash, retryable: true, at: at() });
     t.clock.increment(BACKOFF);
@@ -265,14 +266,14 @@ describe("taskMachine", () => {
     expect(rec).toMatchObject({ status: "failed", attempts: 2, finishedAt });
     expect(rec.error).toEqual({
       code: "ATTEMPTS_EXHAUSTED",
-      message: "gave up after 2 attempts; last: AGENT_CRASHED: boom",
+      message: "gave up after 2 attempts; last: AGENT_EXITED: boom",
     });
   });
 
   it("fails at once with the agent's error when the failure is terminal", async () => {
     const t = startTask({ maxAttempts: 5 });
     await run(t);
-    const error = { code: "SCRIPT_ERROR", message: "bad script" };
+    const error = { code: ErrorCodes.SCRIPT_FAILED, message: "bad script" };
     t.actor.send({ type: "FAILED", attempt: 1, error, retryable: false, at: at() });
     expect(stateOf(t.actor)).toBe("failed");
     expect(recordOf(t.actor)).toMatchObject({ status: "failed", attempts: 1, error });
@@ -284,7 +285,7 @@ describe("taskMachine", () => {
     t.actor.send({
       type: "FAILED",
       attempt: 1,
-      error: { code: "X", message: "x" },
+      error: { code: ErrorCodes.INTERNAL, message: "x" },
       retryable: true,
       at: at(),
     });
@@ -298,7 +299,7 @@ describe("taskMachine", () => {
       t.actor.send({
         type: "FAILED",
         attempt,
-        error: { code: "X", message: "x" },
+        error: { code: ErrorCodes.INTERNAL, message: "x" },
         retryable: false,
         at: at(),
       });

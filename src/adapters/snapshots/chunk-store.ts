@@ -26,8 +26,8 @@ import { createHash } from "node:crypto";
 import { promisify } from "node:util";
 import { deflateRaw, deflateRawSync, inflateRaw } from "node:zlib";
 import {
-  JetStreamApiError,
   type JetStreamClient,
+  JetStreamError,
   type JetStreamManager,
   JsHeaders,
   PubHeaders,
@@ -35,7 +35,7 @@ import {
 import { headers } from "@nats-io/nats-core";
 import { Base64UrlPaddedCodec, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import type { Clock } from "../../clock.js";
-import { isCasConflict } from "../nats/nats-retry.js";
+import { hasApiCode, isCasConflict, isTransient, ServerApiCodes } from "../nats/nats-retry.js";
 import { corrupt } from "./snapshot-manifest.js";
 
 const deflateRawAsync = promisify(deflateRaw);
@@ -198,12 +198,13 @@ export class ChunkStore {
     try {
       if (!(await this.jsm.streams.deleteMessage(this.stream, cur.seq, false))) return null;
     } catch (err) {
-      if (
-        err instanceof JetStreamApiError &&
-        (err.code === 10043 || /not found/i.test(err.message))
-      ) {
-        return null; // touched or replaced since we read it: it lives
-      }
+      // The server refuses a delete of a sequence that is gone (10043 inside the stream,
+      // 10057 below its first); that a touch or re-upload won is judged by the meta
+      // record itself, not by the error's text.
+      if (!hasApiCode(err, ServerApiCodes.SequenceNotFound, ServerApiCodes.StreamMsgDeleteFailed))
+        throw err;
+      const now = await this.meta(name);
+      if (now?.seq !== cur.seq) return null; // touched or replaced since we read it: it lives
       throw err;
     }
     this.known.delete(name);
@@ -335,14 +336,18 @@ export class ChunkStore {
       // changes, so a hit is always right.
       const query = { last_by_subj: this.dataSubject(info.nuid) };
       const m =
-        (await this.jsm.direct.getMessage(this.stream, query).catch(() => null)) ??
+        (await this.jsm.direct.getMessage(this.stream, query).catch(replicaMiss)) ??
         (await this.jsm.streams.getMessage(this.stream, query));
       return m && m.data.length === info.size ? m.data : null;
     }
     try {
+      // Null when the object was deleted since we read its meta record: read again.
       return await this.os.getBlob(name);
-    } catch {
-      return null;
+    } catch (err) {
+      // Out of reach for now: the caller may retry. Anything else the client says of
+      // stored data (its digest does not match) is a broken object.
+      if (isTransient(err)) throw err;
+      throw corrupt(`object ${name} could not be read`, err);
     }
   }
 
@@ -362,6 +367,12 @@ export class ChunkStore {
   private dataSubject(nuid: string): string {
     return `$O.${this.bucket}.C.${nuid}`;
   }
+}
+
+/** A direct get that a replica could not answer is asked of the leader; a bug surfaces. */
+function replicaMiss(err: unknown): null {
+  if (isTransient(err) || err instanceof JetStreamError) return null;
+  throw err;
 }
 
 /** Whether deflating `data` is likely to save 10 %, judged on a sample. */

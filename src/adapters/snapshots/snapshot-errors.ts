@@ -4,10 +4,16 @@
  * the stray errors of an operation (filesystem, NATS) into coded ones.
  */
 import { z } from "zod";
-import { ClawfleetError, RetryableError, TerminalError, ValidationError } from "../../errors.js";
+import {
+  ClawfleetError,
+  ErrorCodes,
+  RetryableError,
+  TerminalError,
+  ValidationError,
+} from "../../errors.js";
+import { isTransient } from "../nats/nats-retry.js";
 import { ID_PATTERN } from "./snapshot-manifest.js";
 import { ExcludePatternSchema } from "./workspace-exclude.js";
-import { SnapshotErrorCodes } from "./workspace-rules.js";
 
 /** Runs `fn`, turning stray errors into coded ones. */
 export async function guard<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -40,24 +46,30 @@ export function checkExclude(exclude: readonly string[] | undefined): readonly s
 }
 
 export function notFound(message: string): TerminalError {
-  return new TerminalError(SnapshotErrorCodes.SNAPSHOT_NOT_FOUND, message);
+  return new TerminalError(ErrorCodes.SNAPSHOT_NOT_FOUND, message);
 }
 
 export function isCorrupt(err: unknown): boolean {
-  return err instanceof ClawfleetError && err.code === SnapshotErrorCodes.SNAPSHOT_CORRUPT;
+  return err instanceof ClawfleetError && err.code === ErrorCodes.SNAPSHOT_CORRUPT;
 }
 
 const RETRYABLE_FS = new Set(["ENOSPC", "EMFILE", "ENFILE", "EIO", "EAGAIN", "EBUSY"]);
 
-/** Our own errors pass; filesystem errors are WORKSPACE_ERROR; anything else (NATS) is retryable. */
+/**
+ * Our own errors pass; filesystem errors are WORKSPACE_ERROR; a NATS server out of
+ * reach is a retryable SNAPSHOT_STORE_ERROR. Anything else (a refused request, a
+ * bug) is terminal: retrying it would only meet it again.
+ */
 function asSnapshotError(op: string, err: unknown): ClawfleetError {
   if (err instanceof ClawfleetError) return err;
   const e = err as NodeJS.ErrnoException;
   const message = `${op} failed: ${e?.message ?? String(err)}`;
   if (typeof e?.code === "string" && typeof e.syscall === "string") {
     return RETRYABLE_FS.has(e.code)
-      ? new RetryableError(SnapshotErrorCodes.WORKSPACE_ERROR, message, { cause: err })
-      : new TerminalError(SnapshotErrorCodes.WORKSPACE_ERROR, message, { cause: err });
+      ? new RetryableError(ErrorCodes.WORKSPACE_ERROR, message, { cause: err })
+      : new TerminalError(ErrorCodes.WORKSPACE_ERROR, message, { cause: err });
   }
-  return new RetryableError(SnapshotErrorCodes.SNAPSHOT_STORE_ERROR, message, { cause: err });
+  return isTransient(err)
+    ? new RetryableError(ErrorCodes.SNAPSHOT_STORE_ERROR, message, { cause: err })
+    : new TerminalError(ErrorCodes.SNAPSHOT_STORE_ERROR, message, { cause: err });
 }

@@ -19,7 +19,7 @@
 
 import type { FileHandle } from "node:fs/promises";
 import { type Clock, isoNow } from "../../clock.js";
-import { RetryableError } from "../../errors.js";
+import { ErrorCodes, RetryableError } from "../../errors.js";
 import { isCasConflict } from "../nats/nats-retry.js";
 import { forEachLimit, Limiter } from "./async-limit.js";
 import { ChunkStore, type EnsureResult } from "./chunk-store.js";
@@ -32,7 +32,6 @@ import {
   type VersionInfo,
 } from "./snapshot-manifest.js";
 import type { ResolvedSnapshotStoreOptions, SnapshotStoreHooks } from "./snapshot-store-options.js";
-import { SnapshotErrorCodes } from "./workspace-rules.js";
 import { changed, openScannedFile, type ScannedFile, scanWorkspace } from "./workspace-scan.js";
 
 /** Options of one snapshot. */
@@ -195,7 +194,7 @@ export class SnapshotWriter {
       }
     }
     throw new RetryableError(
-      SnapshotErrorCodes.SNAPSHOT_STORE_ERROR,
+      ErrorCodes.SNAPSHOT_STORE_ERROR,
       `could not commit a version of ${tenant}/${session}: too many concurrent writers`,
     );
   }
@@ -230,7 +229,7 @@ export class SnapshotWriter {
   checkDeadline(startedAt: number): void {
     if (this.clock.now() - startedAt > this.options.maxSnapshotMs) {
       throw new RetryableError(
-        SnapshotErrorCodes.SNAPSHOT_TIMEOUT,
+        ErrorCodes.SNAPSHOT_TIMEOUT,
         `the snapshot took longer than ${this.options.maxSnapshotMs} ms and was not committed`,
       );
     }

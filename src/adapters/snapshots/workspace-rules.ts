@@ -13,38 +13,19 @@
  *   are refused (name them in `exclude` to leave them out; `workspace-exclude.ts`);
  * - per-file, per-workspace and entry-count limits.
  *
- * Every violation is a {@link TerminalError} with one of {@link SnapshotErrorCodes}.
+ * Every violation is a {@link TerminalError} with its code in {@link ErrorCodes}.
  */
 import type { Stats } from "node:fs";
 import { lstat, readlink } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
-import { ConfigError, TerminalError } from "../../errors.js";
+import { ConfigError, ErrorCodes, TerminalError } from "../../errors.js";
 
-/** Error codes of the snapshot store and the workspace rules. */
-export const SnapshotErrorCodes = {
-  /** A path in a manifest is absolute, not normalised, has `..`, or passes through a symlink or file. */
-  PATH_ESCAPE: "PATH_ESCAPE",
-  /** A symlink is absolute or resolves outside the workspace. */
-  SYMLINK_ESCAPE: "SYMLINK_ESCAPE",
-  /** A FIFO, socket or device in the workspace. */
-  SPECIAL_FILE: "SPECIAL_FILE",
-  FILE_TOO_LARGE: "FILE_TOO_LARGE",
-  WORKSPACE_TOO_LARGE: "WORKSPACE_TOO_LARGE",
-  TOO_MANY_FILES: "TOO_MANY_FILES",
-  /** No such version (or checkpoint) for this tenant and session. */
-  SNAPSHOT_NOT_FOUND: "SNAPSHOT_NOT_FOUND",
-  /** A stored manifest or chunk is missing, malformed or does not match its hash. */
-  SNAPSHOT_CORRUPT: "SNAPSHOT_CORRUPT",
-  /** The snapshot ran past `maxSnapshotMs` and was not committed (retryable). */
-  SNAPSHOT_TIMEOUT: "SNAPSHOT_TIMEOUT",
-  /** A file changed under the snapshot (shrank or was replaced); retryable. */
-  WORKSPACE_CHANGED: "WORKSPACE_CHANGED",
-  /** The local filesystem refused an operation (permissions, not a directory...). */
-  WORKSPACE_ERROR: "WORKSPACE_ERROR",
-  /** NATS failed; the same call may succeed later (retryable). */
-  SNAPSHOT_STORE_ERROR: "SNAPSHOT_STORE_ERROR",
-} as const;
+/**
+ * @deprecated The codes live in the one registry, `ErrorCodes` of errors.ts; this
+ * name is kept for the modules that still import it.
+ */
+export const SnapshotErrorCodes = ErrorCodes;
 
 const MiB = 1024 * 1024;
 
@@ -162,7 +143,7 @@ export async function checkSymlink(root: string, linkPath: string, target: strin
     (await resolveInside(root, dir === "." ? "" : dir, target)) === null
   ) {
     throw new TerminalError(
-      SnapshotErrorCodes.SYMLINK_ESCAPE,
+      ErrorCodes.SYMLINK_ESCAPE,
       `symlink ${linkPath} -> ${target} leaves the workspace`,
     );
   }
@@ -171,7 +152,7 @@ export async function checkSymlink(root: string, linkPath: string, target: strin
 export function checkFileSize(p: string, size: number, limits: Readonly<SnapshotLimits>): void {
   if (size > limits.maxFileBytes) {
     throw new TerminalError(
-      SnapshotErrorCodes.FILE_TOO_LARGE,
+      ErrorCodes.FILE_TOO_LARGE,
       `${p} is ${size} bytes, more than the limit of ${limits.maxFileBytes}`,
     );
   }
@@ -180,7 +161,7 @@ export function checkFileSize(p: string, size: number, limits: Readonly<Snapshot
 export function checkWorkspaceSize(total: number, limits: Readonly<SnapshotLimits>): void {
   if (total > limits.maxWorkspaceBytes) {
     throw new TerminalError(
-      SnapshotErrorCodes.WORKSPACE_TOO_LARGE,
+      ErrorCodes.WORKSPACE_TOO_LARGE,
       `the workspace holds more than ${limits.maxWorkspaceBytes} bytes`,
     );
   }

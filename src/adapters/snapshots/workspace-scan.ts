@@ -8,13 +8,12 @@
 import { constants } from "node:fs";
 import { lstat, open, readdir, readlink, realpath } from "node:fs/promises";
 import path from "node:path";
-import { RetryableError, TerminalError } from "../../errors.js";
+import { ErrorCodes, RetryableError, TerminalError } from "../../errors.js";
 import { compileExclude } from "./workspace-exclude.js";
 import {
   checkFileSize,
   checkSymlink,
   checkWorkspaceSize,
-  SnapshotErrorCodes,
   type SnapshotLimits,
 } from "./workspace-rules.js";
 
@@ -27,7 +26,6 @@ export {
   lexicalSymlinkTarget,
   resolveInside,
   resolveSnapshotLimits,
-  SnapshotErrorCodes,
   type SnapshotLimits,
   SnapshotLimitsSchema,
 } from "./workspace-rules.js";
@@ -103,7 +101,7 @@ export async function scanWorkspace(dir: string, options: ScanOptions): Promise<
       const name = b.toString("utf8");
       if (!Buffer.from(name, "utf8").equals(b)) {
         throw new TerminalError(
-          SnapshotErrorCodes.WORKSPACE_ERROR,
+          ErrorCodes.WORKSPACE_ERROR,
           `a file name in ${rel === "" ? "the workspace root" : rel} is not valid UTF-8`,
         );
       }
@@ -126,7 +124,7 @@ export async function scanWorkspace(dir: string, options: ScanOptions): Promise<
       if (excluded(p, isDir)) continue;
       if (entries.length >= limits.maxFiles) {
         throw new TerminalError(
-          SnapshotErrorCodes.TOO_MANY_FILES,
+          ErrorCodes.TOO_MANY_FILES,
           `the workspace has more than ${limits.maxFiles} entries`,
         );
       }
@@ -164,7 +162,7 @@ export async function scanWorkspace(dir: string, options: ScanOptions): Promise<
         entries.push({ type: "symlink", path: p, target });
       } else {
         throw new TerminalError(
-          SnapshotErrorCodes.SPECIAL_FILE,
+          ErrorCodes.SPECIAL_FILE,
           `${p} is not a regular file, directory or symlink (exclude it to leave it out)`,
         );
       }
@@ -198,7 +196,7 @@ export async function openScannedFile(root: string, file: ScannedFile) {
     }
     if (real !== undefined && !real.startsWith(`${root}/`)) {
       throw new TerminalError(
-        SnapshotErrorCodes.SYMLINK_ESCAPE,
+        ErrorCodes.SYMLINK_ESCAPE,
         `${file.path} resolved outside the workspace while being read`,
       );
     }
@@ -211,10 +209,7 @@ export async function openScannedFile(root: string, file: ScannedFile) {
 
 /** A file changed under a snapshot; retrying reads the new state, so this is retryable. */
 export function changed(p: string): RetryableError {
-  return new RetryableError(
-    SnapshotErrorCodes.WORKSPACE_CHANGED,
-    `${p} changed during the snapshot`,
-  );
+  return new RetryableError(ErrorCodes.WORKSPACE_CHANGED, `${p} changed during the snapshot`);
 }
 
 function isGone(err: unknown): boolean {

@@ -17,9 +17,8 @@
  * (`SQLITE_LIVE_FILES`). A restore always empties the workspace first, so a stale
  * `-wal` can never sit beside a restored database.
  */
-import { ClawfleetError } from "../../errors.js";
+import { ClawfleetError, ErrorCodes } from "../../errors.js";
 import {
-  SnapshotErrorCodes,
   type SnapshotStore,
   type VersionInfo,
 } from "../snapshots/snapshot-store.js";
@@ -65,7 +64,7 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
       );
       this.lineage.set(dir, { tenant, session, version: info.version });
     } catch (err) {
-      if (!(err instanceof ClawfleetError && err.code === SnapshotErrorCodes.SNAPSHOT_NOT_FOUND))
+      if (!(err instanceof ClawfleetError && err.code === ErrorCodes.SNAPSHOT_NOT_FOUND))
         throw err;
       this.lineage.delete(dir);
       await emptyDir(dir);
