@@ -2,18 +2,9 @@ import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Job, Queue, QueueEvents, Worker } from "bullmq";
-import {
-  ensureNatsServer,
-  FleetClient,
-  findNatsServer,
-  fleetSubjects,
-  processPoolAvailableSandbox,
-  resolveFleetOptions,
-  startLocalFleet,
-  startNatsServer,
-  type TaskRecord,
-} from "../src/index.js";
+import { processPoolAvailableSandbox } from "../src/index.js";
 import { type Cleanup, tempDir, withCleanup } from "./lib/cleanup.js";
+import { natsServerBinary, startBenchFleet, taskError } from "./lib/fleet-bench.js";
 import {
   Completions,
   LatencyRecorder,
@@ -46,7 +37,6 @@ ${paramsUsage(PARAMS)}`;
 /** The reference agent's plain-text input: one step, appended to the session's memory. */
 const INPUT = "ping";
 const TASK_TIMEOUT_MS = 120_000;
-const POOL_READY_TIMEOUT_MS = 60_000;
 
 /** What one side measured. */
 interface SideResult {
@@ -115,38 +105,12 @@ export async function run(argv: readonly string[]): Promise<object> {
 // ---------------------------------------------------------------------------- clawfleet
 
 async function benchClawfleet(params: Params, binary: string, root: string, cleanup: Cleanup) {
-  const natsDir = path.join(root, "nats");
-  progress(`clawfleet: starting nats-server and a one-node fleet (pool ${params.pool})`);
-  const server = await startNatsServer({
-    storeDir: natsDir,
+  const { options, client, results, stopResults } = await startBenchFleet(
+    root,
+    params.pool,
     binary,
-    logFile: path.join(natsDir, "nats-server.log"),
-  });
-  cleanup.defer("stop nats-server", () => server.stop());
-  const options = resolveFleetOptions({
-    nodeId: "bench",
-    natsUrl: server.url,
-    dataDir: path.join(root, "fleet"),
-    pools: [{ minIdle: params.pool, max: params.pool }],
-  });
-  const fleet = await startLocalFleet(options);
-  cleanup.defer("stop the fleet", () => fleet.stop());
-  const client = await FleetClient.connect(server.url, { prefix: options.prefix });
-  cleanup.defer("close the client", () => client.close());
-  await waitForIdleContainers(client, params.pool);
-
-  // Results arrive on one wildcard subscription, as any client may follow them.
-  const results = new Completions<TaskRecord>();
-  const sub = client.nc.subscribe(fleetSubjects(options.prefix).resultsWildcard, {
-    callback: (err, msg) => {
-      if (err) return;
-      const record = msg.json<TaskRecord>();
-      if (record.status === "succeeded") results.settle(record.taskId, record);
-      else results.fail(record.taskId, taskError(record));
-    },
-  });
-  cleanup.defer("unsubscribe from results", () => sub.unsubscribe());
-  await client.nc.flush();
+    cleanup,
+  );
 
   const rungs: Record<string, number> = {};
   let retried = 0;
@@ -165,7 +129,7 @@ async function benchClawfleet(params: Params, binary: string, root: string, clea
   await runWindowed(params.warmup, params.window, task(false));
   progress(`clawfleet: throughput (${params.tasks} tasks, window ${params.window})`);
   const elapsed = await runWindowed(params.tasks, params.window, task(true));
-  sub.unsubscribe();
+  stopResults();
 
   progress(`clawfleet: latency (${params.latency} sequential runs)`);
   const latency = new LatencyRecorder();
@@ -188,37 +152,6 @@ async function benchClawfleet(params: Params, binary: string, root: string, clea
   };
   progress(`clawfleet: ${result.throughput_tps} tasks/s, p50 ${result.latency_ms.p50} ms`);
   return { result, config };
-}
-
-/** Waits until the pool has started its warm containers. */
-async function waitForIdleContainers(client: FleetClient, count: number): Promise<void> {
-  const deadline = Date.now() + POOL_READY_TIMEOUT_MS;
-  for (;;) {
-    const status = await client.status().catch(() => null);
-    const idle = status?.containers.idle ?? 0;
-    if (idle >= count) return;
-    if (Date.now() > deadline) {
-      throw new Error(
-        `the pool has ${idle} idle containers of ${count} after ${POOL_READY_TIMEOUT_MS} ms: ${JSON.stringify(status?.containers ?? null)}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function taskError(record: TaskRecord): Error {
-  const why = record.error ? `${record.error.code}: ${record.error.message}` : "no error recorded";
-  return new Error(`task ${record.taskId} (session ${record.session}) ${record.status}: ${why}`);
-}
-
-/** nats-server's path; installed with apt-get first when missing and we are root. */
-async function natsServerBinary(): Promise<string> {
-  const found = findNatsServer();
-  if (found !== null) return found;
-  const root = process.getuid?.() === 0;
-  if (root)
-    progress("nats-server is missing; installing it as root: apt-get install -y nats-server");
-  return ensureNatsServer({ autoInstall: root });
 }
 
 // ------------------------------------------------------------------------------ BullMQ

@@ -14,11 +14,13 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Objm } from "@nats-io/obj";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChunkStore } from "../../src/adapters/snapshots/chunk-store.js";
+import { encodeHead, headKey, headVersionOf } from "../../src/adapters/snapshots/snapshot-head.js";
 import {
   encodeManifest,
   encodeVersionEntry,
@@ -173,6 +175,34 @@ describe("SnapshotStore", () => {
       knownGood: false,
     };
     await kv.create(`v.${tenant}.${session}.0000000001`, encodeVersionEntry(info));
+    await kv.put(
+      headKey(tenant, session),
+      encodeHead({ last: 1, versions: [headVersionOf(info)] }),
+    );
+  }
+
+  /** Records the JetStream API requests made while `fn` runs (by anyone on this server). */
+  async function apiRequests(fn: () => Promise<unknown>): Promise<string[]> {
+    const seen: string[] = [];
+    const sub = nc.subscribe("$JS.API.>", {
+      callback: (_err, m) => {
+        seen.push(m.subject);
+      },
+    });
+    await nc.flush();
+    try {
+      await fn();
+      await nc.flush();
+    } finally {
+      sub.unsubscribe();
+    }
+    return seen;
+  }
+
+  /** Messages the snapshot bucket holds (live keys plus any delete markers). */
+  async function bucketMessages(prefix: string): Promise<number> {
+    const jsm = await jetstreamManager(nc);
+    return (await jsm.streams.info(`KV_${snapshotStoreNames(prefix).snapshots}`)).state.messages;
   }
 
   it("round-trips files, modes, nested and empty dirs, empty files and inner symlinks", async () => {
@@ -298,6 +328,63 @@ describe("SnapshotStore", () => {
     await Promise.all(dirs.map((d, i) => put(d, "f.txt", `writer ${i}`)));
     const versions = await Promise.all(dirs.map((d) => store.snapshot("acme", "race", d)));
     expect(versions.map((v) => v.version).sort()).toEqual([1, 2, 3, 4]);
+  });
+
+  it("reads a session's versions through its head: no key listing, however many entries the bucket holds", async () => {
+    const { store, prefix } = await freshStore();
+    const src = await dir();
+    const dst = await dir("restore");
+    // Other sessions' history in the same bucket.
+    for (let i = 0; i < 5; i++) {
+      await put(src, "f.txt", `other ${i}`);
+      await store.snapshot("acme", `other-${i}`, src, { knownGood: true });
+    }
+    await put(src, "f.txt", "one");
+    const v1 = await store.snapshot("acme", "s1", src, { knownGood: true });
+    const requests = await apiRequests(async () => {
+      await put(src, "f.txt", "two");
+      await store.snapshot("acme", "s1", src);
+      expect((await store.latest("acme", "s1"))?.version).toBe(2);
+      expect((await store.latest("acme", "s1", { knownGood: true }))?.version).toBe(1);
+      await store.restore("acme", "s1", dst, { knownGood: true });
+      await store.restore("acme", "s1", dst, { at: new Date(v1.createdAt) });
+      await store.restore("acme", "s1", dst, { version: 2 });
+      await store.saveCheckpoint("acme", "s1", "t1", 1, src);
+      await store.saveCheckpoint("acme", "s1", "t1", 2, src);
+      expect(await store.restoreCheckpoint("acme", "s1", "t1", 2, dst)).not.toBeNull();
+      await store.dropCheckpoints("acme", "s1", "t1");
+      await store.markKnownGood("acme", "s1", 2);
+      expect(await store.prune("acme", "s1", { keepLast: 1, keepKnownGood: 0 })).toEqual([1]);
+    });
+    // A listing is a consumer (keys, watch) or a stream info with a subject filter.
+    expect(requests.filter((s) => /CONSUMER|STREAM\.INFO/.test(s))).toEqual([]);
+    // Dropped checkpoints and pruned versions leave no delete markers: one head and one
+    // version per session, and nothing else.
+    expect(await bucketMessages(prefix)).toBe(2 * 6);
+  });
+
+  it("GC removes a version entry its head never listed (a writer died before the head update)", async () => {
+    const { store, clock, prefix } = await freshStore();
+    const src = await dir();
+    await put(src, "f.txt", "one");
+    const v1 = await store.snapshot("acme", "s1", src);
+    // As a writer that died between creating entry 2 and listing it in the head leaves it.
+    const kv = await new Kvm(nc).open(snapshotStoreNames(prefix).snapshots);
+    await kv.create(
+      "v.acme.s1.0000000002",
+      encodeVersionEntry({ ...v1, version: 2, createdAt: new Date(clock.now()).toISOString() }),
+    );
+    expect((await store.latest("acme", "s1"))?.version).toBe(1);
+    // The next writer passes over the number taken.
+    await put(src, "f.txt", "three");
+    expect((await store.snapshot("acme", "s1", src)).version).toBe(3);
+    expect((await store.gc()).orphanVersions).toBe(0); // within the grace period
+    clock.offset += 10 * 60_000;
+    expect((await store.gc()).orphanVersions).toBe(1);
+    expect(await codeOf(store.restore("acme", "s1", await dir(), { version: 2 }))).toBe(
+      "SNAPSHOT_NOT_FOUND",
+    );
+    expect((await store.versions("acme", "s1")).map((v) => v.version)).toEqual([1, 3]);
   });
 
   it("prunes to the last N plus known-good, and GC removes only unreferenced chunks after the grace period", async () => {

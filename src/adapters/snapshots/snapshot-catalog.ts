@@ -1,15 +1,19 @@
 /**
  * The snapshot store's catalog: the version and checkpoint entries in the KV
- * bucket (`v.<tenant>.<session>.<version>`, `ck.<tenant>.<session>.<task>.<step>`;
- * see the storage layout in `snapshot-store.ts`) and the manifests they point to,
- * with a small in-process cache of manifests.
+ * bucket (`v.<tenant>.<session>.<version>`, `ck.<tenant>.<session>.<task>`; see
+ * the storage layout in `snapshot-store.ts`), the session heads that list the
+ * versions (`snapshot-head.ts`), and the manifests they point to, with a small
+ * in-process cache of manifests. Every per-session read goes through the head:
+ * nothing here lists keys but {@link keys}, which only GC uses.
  */
+import { JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { RetryableError, ValidationError } from "../../errors.js";
 import { isCasConflict } from "../nats/nats-retry.js";
 import { forEachLimit } from "./async-limit.js";
 import { ChunkStore } from "./chunk-store.js";
 import { notFound } from "./snapshot-errors.js";
+import { type HeadVersion, headVersionOf, SnapshotHeads, withVersion } from "./snapshot-head.js";
 import {
   decodeManifest,
   decodeVersionEntry,
@@ -36,36 +40,76 @@ export function versionKey(tenant: string, session: string, version: number): st
 /** Reads (and, for known-good marks, updates) the entries of one snapshot store. */
 export class SnapshotCatalog {
   private readonly manifests = new Map<string, Manifest>();
+  readonly heads: SnapshotHeads;
 
   constructor(
     readonly kv: KV,
     private readonly chunks: ChunkStore,
-  ) {}
+    private readonly jsm: JetStreamManager,
+    private readonly bucket: string,
+  ) {
+    this.heads = new SnapshotHeads(kv);
+  }
+
+  /**
+   * Removes the entry `key` if it is still the message at `revision`; false if it
+   * changed or went meanwhile. A delete by sequence, unlike a KV delete or purge,
+   * leaves no marker behind, so forgetting entries never grows the bucket.
+   */
+  async erase(key: string, revision: number): Promise<boolean> {
+    try {
+      return await this.jsm.streams.deleteMessage(`KV_${this.bucket}`, revision, false);
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError)) throw err;
+      // Refused: judged by the key itself, not the error's text. Still there unchanged is a failure.
+      if ((await this.kv.get(key))?.revision === revision) throw err;
+      return false;
+    }
+  }
 
   /** The session's latest version (the latest known-good one with `knownGood`), or null. */
   async latest(tenant: string, session: string, knownGood = false): Promise<VersionInfo | null> {
-    // Newest first: usually the first entry read answers, or one behind a few syncs.
-    for (const n of (await this.versionNumbers(tenant, session)).reverse()) {
-      const e = await this.getEntry(versionKey(tenant, session, n));
-      if (e && (!knownGood || e.info.knownGood)) return e.info;
+    return this.newest(tenant, session, (v) => !knownGood || v.knownGood);
+  }
+
+  /**
+   * The newest version the head lists that `accept`s, read from its entry. An entry
+   * pruned since the head was read is passed over for the next older one.
+   */
+  async newest(
+    tenant: string,
+    session: string,
+    accept: (v: HeadVersion) => boolean,
+  ): Promise<VersionInfo | null> {
+    const { head } = await this.heads.read(tenant, session);
+    for (const v of [...head.versions].reverse()) {
+      if (!accept(v)) continue;
+      const e = await this.getEntry(versionKey(tenant, session, v.version));
+      if (e) return e.info;
     }
     return null;
   }
 
-  /** Marks a version known-good, retrying when another writer changed its entry. */
+  /** Marks a version known-good (entry, then head), retrying when another writer changed its entry. */
   async markKnownGood(tenant: string, session: string, version: number): Promise<VersionInfo> {
     const key = versionKey(tenant, session, version);
     for (let attempt = 0; attempt < 20; attempt++) {
       const e = await this.getEntry(key);
       if (!e) throw notFound(`${tenant}/${session} has no version ${version}`);
-      if (e.info.knownGood) return e.info;
       const info: VersionInfo = { ...e.info, knownGood: true };
       try {
-        await this.kv.update(key, encodeVersionEntry(info), e.revision);
-        return info;
+        if (!e.info.knownGood) await this.kv.update(key, encodeVersionEntry(info), e.revision);
       } catch (err) {
         if (!isCasConflict(err)) throw err;
+        continue;
       }
+      // Also when the entry was marked already: a mark that died before this finishes here.
+      // A version pruned from the head meanwhile whose entry the mark saved comes back.
+      const good = headVersionOf(info);
+      await this.heads.update(tenant, session, (h) =>
+        h.versions.some((v) => v.version === version && v.knownGood) ? null : withVersion(h, good),
+      );
+      return info;
     }
     throw new RetryableError(
       SnapshotErrorCodes.SNAPSHOT_STORE_ERROR,
@@ -90,21 +134,14 @@ export class SnapshotCatalog {
       this.manifests.delete(this.manifests.keys().next().value!);
   }
 
-  /** Every version entry of the session, oldest first. */
+  /** Every version entry the session's head lists, oldest first. */
   async entries(tenant: string, session: string): Promise<StoredEntry[]> {
-    const numbers = await this.versionNumbers(tenant, session);
-    const out: Array<StoredEntry | null> = new Array(numbers.length).fill(null);
-    await forEachLimit(numbers, 16, async (n, i) => {
-      out[i] = await this.getEntry(versionKey(tenant, session, n));
+    const { versions } = (await this.heads.read(tenant, session)).head;
+    const out: Array<StoredEntry | null> = new Array(versions.length).fill(null);
+    await forEachLimit(versions, 16, async (v, i) => {
+      out[i] = await this.getEntry(versionKey(tenant, session, v.version));
     });
     return out.filter((e): e is StoredEntry => e !== null);
-  }
-
-  async versionNumbers(tenant: string, session: string): Promise<number[]> {
-    return (await this.keys(`v.${tenant}.${session}.*`))
-      .map((k) => Number(k.slice(k.lastIndexOf(".") + 1)))
-      .filter((n) => Number.isInteger(n))
-      .sort((a, b) => a - b);
   }
 
   async getEntry(key: string): Promise<StoredEntry | null> {
@@ -113,6 +150,7 @@ export class SnapshotCatalog {
     return { info: decodeVersionEntry(e.value, key), revision: e.revision };
   }
 
+  /** Keys matching `filter`: costs the server the whole bucket, so only GC calls it. */
   async keys(filter: string): Promise<string[]> {
     const out: string[] = [];
     for await (const k of await this.kv.keys(filter)) out.push(k);

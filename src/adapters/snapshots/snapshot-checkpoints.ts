@@ -1,8 +1,10 @@
 /**
- * Checkpoints of running tasks: snapshots stored under
- * `ck.<tenant>.<session>.<taskId>.<step>`, apart from the session's versions
- * (never a version, never `latest`). A task keeps only its newest checkpoint;
- * GC drops those older than `checkpointRetentionMs` (`snapshot-gc.ts`).
+ * Checkpoints of running tasks: snapshots stored under one key per task,
+ * `ck.<tenant>.<session>.<taskId>`, apart from the session's versions (never a
+ * version, never `latest`). A task keeps only its newest checkpoint: saving step
+ * N replaces the entry (the bucket keeps one value per key), so saving, restoring
+ * and dropping are reads and writes of one key, never a listing. GC drops those
+ * older than `checkpointRetentionMs` (`snapshot-gc.ts`).
  */
 
 import type { SnapshotCatalog } from "./snapshot-catalog.js";
@@ -11,8 +13,8 @@ import type { SnapshotReader } from "./snapshot-reader.js";
 import type { SnapshotStoreHooks } from "./snapshot-store-options.js";
 import type { SnapshotWriter } from "./snapshot-writer.js";
 
-function checkpointKey(tenant: string, session: string, taskId: string, step: number): string {
-  return `ck.${tenant}.${session}.${taskId}.${String(step).padStart(10, "0")}`;
+function checkpointKey(tenant: string, session: string, taskId: string): string {
+  return `ck.${tenant}.${session}.${taskId}`;
 }
 
 /** Saves, restores and drops checkpoints (arguments already checked). */
@@ -41,13 +43,7 @@ export class SnapshotCheckpoints {
       reason: reason ?? "checkpoint",
     });
     const full: VersionInfo = { ...info, checkpoint: { taskId, step } };
-    await this.catalog.kv.put(
-      checkpointKey(tenant, session, taskId, step),
-      encodeVersionEntry(full),
-    );
-    for (const key of await this.catalog.keys(`ck.${tenant}.${session}.${taskId}.*`)) {
-      if (Number(key.slice(key.lastIndexOf(".") + 1)) < step) await this.catalog.kv.purge(key);
-    }
+    await this.catalog.kv.put(checkpointKey(tenant, session, taskId), encodeVersionEntry(full));
     return full;
   }
 
@@ -59,15 +55,18 @@ export class SnapshotCheckpoints {
     step: number,
     dir: string,
   ): Promise<VersionInfo | null> {
-    const e = await this.catalog.getEntry(checkpointKey(tenant, session, taskId, step));
-    if (!e) return null;
+    const e = await this.catalog.getEntry(checkpointKey(tenant, session, taskId));
+    // Only the newest step is kept: asking for another one finds nothing.
+    if (!e || e.info.checkpoint?.step !== step) return null;
     await this.reader.materialize(e.info, dir);
     return e.info;
   }
 
   /** Forgets every checkpoint of task `taskId`. */
   async drop(tenant: string, session: string, taskId: string): Promise<void> {
-    for (const key of await this.catalog.keys(`ck.${tenant}.${session}.${taskId}.*`))
-      await this.catalog.kv.purge(key);
+    const key = checkpointKey(tenant, session, taskId);
+    const e = await this.catalog.kv.get(key);
+    // A save racing in (a stale attempt) leaves its newer entry: GC expires it.
+    if (e?.operation === "PUT") await this.catalog.erase(key, e.revision);
   }
 }

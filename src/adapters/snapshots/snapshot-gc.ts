@@ -35,20 +35,25 @@
  * commits get old and are collected. Assumed: clocks within ε, and no process
  * pause longer than ε between the deadline check and the KV write.
  *
+ * "Commits" above is the creation of the version entry, which comes before the
+ * head lists the version (`snapshot-head.ts`): GC reads the entries themselves,
+ * listed or not, so the argument holds whether or not the head update happened.
+ *
  * GC also purges object data no meta record points to (left by a crash between
  * upload steps) once older than G, checkpoints older than `checkpointRetentionMs`,
- * and old KV delete markers.
+ * and version entries no head lists once older than G. Entries go by sequence
+ * (`SnapshotCatalog.erase`), leaving no delete markers to sweep.
+ * It is the one part of the store that lists keys (a cost in proportion to the
+ * bucket, paid once a run, never per task).
  */
 import type { Clock } from "../../clock.js";
 import { ValidationError } from "../../errors.js";
-import { isCasConflict } from "../nats/nats-retry.js";
 import { forEachLimit } from "./async-limit.js";
 import { ChunkStore } from "./chunk-store.js";
 import { type SnapshotCatalog, type StoredEntry, versionKey } from "./snapshot-catalog.js";
 import { isCorrupt } from "./snapshot-errors.js";
+import type { Head, HeadVersion } from "./snapshot-head.js";
 import type { ResolvedSnapshotStoreOptions, SnapshotStoreHooks } from "./snapshot-store-options.js";
-
-const MINUTE = 60_000;
 
 /** Retention of {@link SnapshotStore.prune}. */
 export interface PruneOptions {
@@ -73,6 +78,8 @@ export interface GcReport {
   /** Object data without a meta record, purged. */
   readonly orphansPurged: number;
   readonly expiredCheckpoints: number;
+  /** Version entries no head lists, older than the grace period (see `snapshot-head.ts`). */
+  readonly orphanVersions: number;
   /** Tenants with an unreadable manifest: nothing of theirs was deleted. */
   readonly skippedTenants: readonly string[];
 }
@@ -110,26 +117,31 @@ export class SnapshotGc {
     private readonly hooks: SnapshotStoreHooks,
   ) {}
 
-  /** Removes the session's versions that `retention` does not keep; resolves with their numbers. */
+  /**
+   * Removes the session's versions that `retention` does not keep; resolves with
+   * their numbers. The head drops them first (no reader finds them from then on),
+   * then their entries go, each only if unchanged since.
+   */
   async prune(tenant: string, session: string, retention: Retention): Promise<number[]> {
     const { keepLast, keepKnownGood } = retention;
-    const all = await this.catalog.entries(tenant, session);
-    const keep = new Set(all.slice(-keepLast).map((e) => e.info.version));
-    const good = all.filter((e) => e.info.knownGood);
-    const goodKept =
-      keepKnownGood === Number.POSITIVE_INFINITY ? good : good.slice(good.length - keepKnownGood);
-    for (const e of keepKnownGood === 0 ? [] : goodKept) keep.add(e.info.version);
+    let dropped: HeadVersion[] = [];
+    await this.catalog.heads.update(tenant, session, (h) => {
+      const keep = new Set(h.versions.slice(-keepLast).map((v) => v.version));
+      const good = h.versions.filter((v) => v.knownGood);
+      const goodKept =
+        keepKnownGood === Number.POSITIVE_INFINITY ? good : good.slice(good.length - keepKnownGood);
+      for (const v of keepKnownGood === 0 ? [] : goodKept) keep.add(v.version);
+      dropped = h.versions.filter((v) => !keep.has(v.version));
+      if (dropped.length === 0) return null;
+      return { last: h.last, versions: h.versions.filter((v) => keep.has(v.version)) };
+    });
     const pruned: number[] = [];
-    for (const e of all) {
-      if (keep.has(e.info.version)) continue;
-      try {
-        await this.catalog.kv.purge(versionKey(tenant, session, e.info.version), {
-          previousSeq: e.revision,
-        });
-        pruned.push(e.info.version);
-      } catch (err) {
-        if (!isCasConflict(err)) throw err; // changed meanwhile (marked known-good): judged next time
-      }
+    for (const v of dropped) {
+      const key = versionKey(tenant, session, v.version);
+      const e = await this.catalog.getEntry(key);
+      if (!e || (e.info.knownGood && !v.knownGood)) continue;
+      // Only the entry as read: one marked known-good since stays, and the mark lists it again.
+      if (await this.catalog.erase(key, e.revision)) pruned.push(v.version);
     }
     return pruned;
   }
@@ -147,6 +159,17 @@ export class SnapshotGc {
     const manifestsSeen = new Set<string>();
     const skipped = new Set<string>();
     let expiredCheckpoints = 0;
+    let orphanVersions = 0;
+    const heads = new Map<string, Promise<Head>>();
+    const headOf = (t: string, session: string) => {
+      const k = `${t}.${session}`;
+      let h = heads.get(k);
+      if (!h) {
+        h = this.catalog.heads.read(t, session).then((r) => r.head);
+        heads.set(k, h);
+      }
+      return h;
+    };
     await forEachLimit(keys, this.options.concurrency, async (key) => {
       let e: StoredEntry | null;
       try {
@@ -159,13 +182,17 @@ export class SnapshotGc {
       if (!e) return;
       const { info } = e;
       if (info.checkpoint && t0 - Date.parse(info.createdAt) > this.options.checkpointRetentionMs) {
-        await this.catalog.kv.purge(key, { previousSeq: e.revision }).then(
-          () => expiredCheckpoints++,
-          (err: unknown) => {
-            if (!isCasConflict(err)) throw err;
-          },
-        );
+        if (await this.catalog.erase(key, e.revision)) expiredCheckpoints++;
         return;
+      }
+      if (!info.checkpoint && Date.parse(info.createdAt) < cutoff) {
+        // A version its head does not list, long after its commit: its writer died
+        // before the head update, or a prune before the purge. Its objects still
+        // count as referenced in this run (a restore by number may be reading it).
+        const head = await headOf(info.tenant, info.session);
+        if (!head.versions.some((v) => v.version === info.version)) {
+          if (await this.catalog.erase(key, e.revision)) orphanVersions++;
+        }
       }
       const name = ChunkStore.objectName(info.tenant, info.manifest);
       referenced.add(name);
@@ -208,10 +235,6 @@ export class SnapshotGc {
     let orphansPurged = 0;
     if (tenant === undefined) {
       orphansPurged = await this.chunks.sweepOrphans(new Set(objects.map((o) => o.nuid)), cutoff);
-      const purgeDeletes = (
-        this.catalog.kv as { purgeDeletes?: (olderMillis?: number) => Promise<unknown> }
-      ).purgeDeletes;
-      await purgeDeletes?.call(this.catalog.kv, 30 * MINUTE);
     }
     return {
       objects: objects.length,
@@ -222,6 +245,7 @@ export class SnapshotGc {
       raced,
       orphansPurged,
       expiredCheckpoints,
+      orphanVersions,
       skippedTenants: [...skipped].sort(),
     };
   }

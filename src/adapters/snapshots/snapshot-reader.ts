@@ -93,13 +93,11 @@ export class SnapshotReader {
     }
     const at = select.at?.getTime();
     if (at !== undefined && Number.isNaN(at)) throw new ValidationError("invalid restore time");
-    const match = (await this.catalog.entries(tenant, session))
-      .map((e) => e.info)
-      .filter(
-        (v) =>
-          (at === undefined || Date.parse(v.createdAt) <= at) && (!select.knownGood || v.knownGood),
-      )
-      .at(-1);
+    const match = await this.catalog.newest(
+      tenant,
+      session,
+      (v) => (at === undefined || v.at <= at) && (!select.knownGood || v.knownGood),
+    );
     if (!match) {
       const what = [
         at === undefined ? "" : `at or before ${select.at!.toISOString()}`,

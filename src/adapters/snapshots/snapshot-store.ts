@@ -13,8 +13,13 @@
  *     ({@link VersionInfo}: manifest hash, time, counts, known-good flag). Created
  *     with create-only semantics, so two writers can never both make version N
  *     (the loser takes N+1).
- *   - `ck.<tenant>.<session>.<taskId>.<step, 10 digits>`: checkpoints of a running
- *     task; never a session version, never `latest`.
+ *   - `h.<tenant>.<session>`: the session's head, listing its kept versions
+ *     (`snapshot-head.ts`); every read of "latest", "known-good" or "at a time"
+ *     starts here, so no per-task operation lists keys.
+ *   - `ck.<tenant>.<session>.<taskId>`: the newest checkpoint of a running task;
+ *     never a session version, never `latest`.
+ *
+ *   Entries are removed by sequence (`SnapshotCatalog.erase`): no delete markers.
  *
  * ## Where the rest is
  *
@@ -82,12 +87,18 @@ export class SnapshotStore {
 
   private constructor(
     kv: KV,
+    jsm: JetStreamManager,
     chunks: ChunkStore,
     readonly options: ResolvedSnapshotStoreOptions,
     clock: Clock,
     hooks: SnapshotStoreHooks,
   ) {
-    this.catalog = new SnapshotCatalog(kv, chunks);
+    this.catalog = new SnapshotCatalog(
+      kv,
+      chunks,
+      jsm,
+      snapshotStoreNames(options.prefix).snapshots,
+    );
     this.writer = new SnapshotWriter(this.catalog, chunks, options, clock, hooks);
     this.reader = new SnapshotReader(this.catalog, chunks, options);
     this.collector = new SnapshotGc(this.catalog, chunks, options, clock, hooks);
@@ -124,7 +135,7 @@ export class SnapshotStore {
       },
       clock,
     );
-    return new SnapshotStore(kv, chunks, opts, clock, hooks);
+    return new SnapshotStore(kv, jsm, chunks, opts, clock, hooks);
   }
 
   /** Stores `dir` as the next version of the session. */

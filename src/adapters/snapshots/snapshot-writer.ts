@@ -6,10 +6,11 @@
  *
  * Walk the workspace with the workspace rules (`workspace-scan.ts`), hash each
  * chunk, store the chunks the store lacks (existence checked per chunk, with an
- * in-process cache), store the manifest, and only then create the version entry.
- * The entry is the commit point: a snapshot that fails or dies before it (a
- * container killed mid-sync) leaves the previous version as `latest` and at most
- * some unreferenced chunks, which GC removes. The caller quiesces the workspace
+ * in-process cache), store the manifest, and only then create the version entry
+ * and list it in the session's head (`snapshot-head.ts`). The head update is the
+ * commit point: a snapshot that fails or dies before it (a container killed
+ * mid-sync) leaves the previous version as `latest` and at most some chunks and
+ * an entry nothing lists, which GC removes. The caller quiesces the workspace
  * first (a runtime's quiesce hook, e.g. `ObjectWorkspaceStore`'s `quiesce`) and
  * names live files that must not be copied in `exclude` (`SQLITE_LIVE_FILES`).
  *
@@ -24,6 +25,7 @@ import { isCasConflict } from "../nats/nats-retry.js";
 import { forEachLimit, Limiter } from "./async-limit.js";
 import { ChunkStore, type EnsureResult } from "./chunk-store.js";
 import { type SnapshotCatalog, versionKey } from "./snapshot-catalog.js";
+import { headVersionOf, withVersion } from "./snapshot-head.js";
 import {
   encodeManifest,
   encodeVersionEntry,
@@ -171,16 +173,18 @@ export class SnapshotWriter {
     };
   }
 
-  /** Creates the next version entry (the commit point), retrying numbers taken by other writers. */
+  /**
+   * Creates the next version entry (the commit point), trying the numbers above the
+   * head's until one is free, then adds it to the head.
+   */
   private async commitVersion(
     tenant: string,
     session: string,
     captured: Captured,
     options: SnapshotOptions,
   ): Promise<VersionInfo> {
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const numbers = await this.catalog.versionNumbers(tenant, session);
-      const version = (numbers.at(-1) ?? 0) + 1;
+    let version = (await this.catalog.heads.read(tenant, session)).head.last + 1;
+    for (let attempt = 0; attempt < 50; attempt++, version++) {
       this.checkDeadline(captured.startedAt);
       const info = this.versionInfo(tenant, session, version, captured, options);
       try {
@@ -188,10 +192,14 @@ export class SnapshotWriter {
           versionKey(tenant, session, version),
           encodeVersionEntry(info),
         );
-        return info;
       } catch (err) {
+        // Taken by a concurrent writer (or one that died before its head update): next one.
         if (!isCasConflict(err)) throw err;
+        continue;
       }
+      const listed = headVersionOf(info);
+      await this.catalog.heads.update(tenant, session, (h) => withVersion(h, listed));
+      return info;
     }
     throw new RetryableError(
       ErrorCodes.SNAPSHOT_STORE_ERROR,
