@@ -3,7 +3,7 @@
  * to resume the task, for four faults (agent kill, agent hang, container kill, node kill),
  * with the fleet's default liveness settings, next to the detection bound those settings
  * promise. Real role processes (orchestrator, gateway, two nodes) on a real nats-server,
- * through the chaos harness (test/chaos/chaos-fleet.ts).
+ * through the chaos harness (test/harness/chaos-fleet.ts).
  */
 import { readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
@@ -11,7 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { findNatsServer, processPoolAvailableSandbox, resolveFleetOptions } from "../src/index.js";
 import { livenessCheckEveryMs } from "../src/roles/liveness-monitor.js";
-import { ChaosFleet, script } from "../test/chaos/chaos-fleet.js";
+import { ChaosFleet, script } from "../test/harness/chaos-fleet.js";
 import { withCleanup } from "./lib/cleanup.js";
 import { round } from "./lib/measure.js";
 import { type IntParam, paramsUsage, parseIntParams } from "./lib/options.js";

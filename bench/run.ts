@@ -3,6 +3,8 @@
  * `bench/<name>.ts` and prints the report it returns as JSON on stdout. Progress and the
  * human summary go to stderr, so stdout stays pure JSON (`> report.json` just works).
  * Benches are not tests: they measure against a baseline started in the same run.
+ * Besides `src/`, a bench imports only `test/harness/`, the harness tests and benches
+ * share (servers, role processes, observers; it never imports vitest or a test).
  */
 import { readdirSync } from "node:fs";
 import path from "node:path";

@@ -1,5 +1,5 @@
 /**
- * Faults for the recovery bench, on top of the chaos harness (test/chaos/chaos-fleet.ts
+ * Faults for the recovery bench, on top of the chaos harness (test/harness/chaos-fleet.ts
  * and its modules, used read-only): fleet events stamped with the time this process
  * received them, the processes that make up one container (node → bubblewrap sandbox →
  * agent), the four faults, and a replacement node for one that was killed.
@@ -7,11 +7,11 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
-import { Arrivals } from "../../test/chaos/arrivals.js";
-import type { ChaosFleet } from "../../test/chaos/chaos-fleet.js";
-import type { FleetEvent } from "../../test/chaos/fleet-observer.js";
-import { isAlive } from "../../test/chaos/process-table.js";
-import { RoleProcess } from "../../test/chaos/role-process.js";
+import { Arrivals } from "../../test/harness/arrivals.js";
+import type { ChaosFleet } from "../../test/harness/chaos-fleet.js";
+import type { FleetEvent } from "../../test/harness/fleet-observer.js";
+import { isAlive } from "../../test/harness/process-table.js";
+import { RoleProcess } from "../../test/harness/role-process.js";
 
 /** The faults the bench injects, in the order it runs them. */
 export const FAULT_KINDS = ["agent-kill", "agent-hang", "container-kill", "node-kill"] as const;

@@ -3,7 +3,7 @@
  * one fault injected right after its step {@link FAULT_AFTER} is checkpointed, and the
  * times from the fault to the fleet's detection, requeue, resume and end.
  */
-import type { ChaosFleet } from "../../test/chaos/chaos-fleet.js";
+import type { ChaosFleet } from "../../test/harness/chaos-fleet.js";
 import type { Cleanup } from "./cleanup.js";
 import { round } from "./measure.js";
 import {

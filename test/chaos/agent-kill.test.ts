@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from "vitest";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import { FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script, stepsByAttempt } from "../harness/chaos-fleet.js";
+import { isAlive } from "../harness/process-table.js";
 import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
-import { isAlive } from "./process-table.js";
 
 const ROUNDS = 3;
 const {

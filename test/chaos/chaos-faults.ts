@@ -19,8 +19,8 @@
  */
 import { readFile } from "node:fs/promises";
 import { mulberry32 } from "../../src/sim/workload.js";
-import { retrying, WAIT_MS } from "./arrivals.js";
-import type { ChaosFleet } from "./chaos-fleet.js";
+import { retrying, WAIT_MS } from "../harness/arrivals.js";
+import type { ChaosFleet } from "../harness/chaos-fleet.js";
 
 /** A seeded random stream; {@link fork} derives independent ones by label. */
 export class Rng {

@@ -5,7 +5,7 @@
  * whose steps are numbered so a test can name the step to inject a fault after.
  */
 import { afterAll, beforeAll } from "vitest";
-import { ChaosFleet, type ChaosFleetOptions, range } from "./chaos-fleet.js";
+import { ChaosFleet, type ChaosFleetOptions, range } from "../harness/chaos-fleet.js";
 
 /**
  * Starts a {@link ChaosFleet} before the file's tests and disposes it after them.

@@ -13,7 +13,7 @@
 import { describe, expect, it } from "vitest";
 import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import { FAST_LIVENESS, range, script } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script } from "../harness/chaos-fleet.js";
 import { useChaosFleet } from "./chaos-scenario.js";
 
 describe("chaos: duplicate submissions and cancel", () => {

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
-import { ChaosFleet, FAST_LIVENESS, range, script } from "./chaos-fleet.js";
+import { ChaosFleet, FAST_LIVENESS, range, script } from "../harness/chaos-fleet.js";
 
 const ROUNDS = 3;
 const opsFor = (session: string) => [

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
-import { FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, range, script, stepsByAttempt } from "../harness/chaos-fleet.js";
 import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
 
 const ROUNDS = 4;

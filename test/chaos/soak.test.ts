@@ -35,9 +35,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
+import { ChaosFleet, script } from "../harness/chaos-fleet.js";
+import type { FleetEvent } from "../harness/fleet-observer.js";
 import { FaultInjector, type FaultKind, Rng, seedFrom } from "./chaos-faults.js";
-import { ChaosFleet, script } from "./chaos-fleet.js";
-import type { FleetEvent } from "./fleet-observer.js";
 
 /** The plan CI runs, so a red soak is a change in the code, not in the dice. */
 const DEFAULT_SEED = 20261123;

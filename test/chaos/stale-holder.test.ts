@@ -17,7 +17,7 @@ import type { TaskLeaseValue } from "../../src/adapters/records/task-lease.js";
 import type { VersionInfo } from "../../src/adapters/snapshots/snapshot-store.js";
 import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
-import { FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";
+import { FAST_LIVENESS, script, stepsByAttempt } from "../harness/chaos-fleet.js";
 import { useChaosFleet } from "./chaos-scenario.js";
 
 const session = "stale";

@@ -19,8 +19,8 @@
  */
 import { describe, expect, it } from "vitest";
 import type { ContainerInfo } from "../../src/protocol/fleet-messages.js";
+import { FAST_LIVENESS, script } from "../harness/chaos-fleet.js";
 import { killAgent } from "./chaos-faults.js";
-import { FAST_LIVENESS, script } from "./chaos-fleet.js";
 import { useChaosFleet } from "./chaos-scenario.js";
 
 const NODE = "node-a";

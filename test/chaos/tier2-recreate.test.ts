@@ -14,8 +14,8 @@
  *    calls it `AGENT_HUNG`, kills it, and the ladder recreates the same way.
  */
 import { describe, expect, it } from "vitest";
+import { FAST_LIVENESS, range, script, stepsByAttempt } from "../harness/chaos-fleet.js";
 import { waitGone } from "./chaos-faults.js";
-import { FAST_LIVENESS, range, script, stepsByAttempt } from "./chaos-fleet.js";
 import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
 
 const ROUNDS = 3;

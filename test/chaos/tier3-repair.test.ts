@@ -12,8 +12,8 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { FleetTree } from "../../src/gateway/fleet-tree.js";
+import { FAST_LIVENESS, script } from "../harness/chaos-fleet.js";
 import { runCli } from "../harness/cli-process.js";
-import { FAST_LIVENESS, script } from "./chaos-fleet.js";
 import { useChaosFleet } from "./chaos-scenario.js";
 
 describe("chaos: tier 3 repairs a session whose config and behaviour stop its agent", () => {

@@ -17,9 +17,9 @@
  */
 import { describe, expect, it } from "vitest";
 import type { FleetTree } from "../../src/gateway/fleet-tree.js";
+import { FAST_LIVENESS, script, stepsByAttempt } from "../harness/chaos-fleet.js";
 import { runCli } from "../harness/cli-process.js";
 import { killAgent } from "./chaos-faults.js";
-import { FAST_LIVENESS, script, stepsByAttempt } from "./chaos-fleet.js";
 import { useChaosFleet } from "./chaos-scenario.js";
 
 const NODE = "node-a";

@@ -4,8 +4,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { CLI } from "../harness/cli-process.js";
 import { withTimeout } from "./arrivals.js";
+import { CLI } from "./cli-process.js";
 
 /** util-linux `setpriv`, if installed. */
 const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));

@@ -17,9 +17,9 @@ import type { FleetOptions } from "../../src/fleet-options.js";
 import { FleetClient } from "../../src/gateway/fleet-client.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import type { NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
-import { NatsServer } from "../harness/nats-server.js";
 import { retrying, WAIT_MS } from "./arrivals.js";
 import { type FleetEvent, FleetObserver } from "./fleet-observer.js";
+import { NatsServer } from "./nats-server.js";
 import { descendantsOf, type ProcInfo, processTable, signalQuietly } from "./process-table.js";
 import { RoleProcess } from "./role-process.js";
 
