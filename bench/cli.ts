@@ -5,7 +5,8 @@
  * bundle bin/clawfleet.js runs (dist/cli/, see scripts/build-cli.mjs) and, side by
  * side, through the old path: the sources compiled by tsx at every call
  * (`CLAWFLEET_FROM_SOURCE=1`). Calls run one at a time; the fleet stays up between
- * them, so `send` is the CLI's cost plus one warm turn.
+ * them, so `send` is the CLI's cost plus one warm turn (`send_task`: the task's own time,
+ * created to finished, from its record).
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -49,21 +50,14 @@ export async function run(argv: readonly string[]): Promise<object> {
     await call(["--version"], env);
     progress("starting a one-node fleet (clawfleet up)");
     await startFleet(env, dataDir, cleanup);
-    const results = {} as Record<Path, Record<"version" | "send", LatencySummary>>;
+    const results = {} as Record<Path, Record<"version" | "send" | "send_task", LatencySummary>>;
     for (const via of ["bundle", "tsx"] as const) {
       const runs = via === "bundle" ? params.runs : params.baselineRuns;
       if (runs === 0) continue;
       const viaEnv = via === "tsx" ? { ...env, CLAWFLEET_FROM_SOURCE: "1" } : env;
-      results[via] = {
-        version: await measure(`${via}: --version`, ["--version"], viaEnv, runs, params),
-        send: await measure(
-          `${via}: send`,
-          ["send", "--session", `bench-${via}`, "hello"],
-          viaEnv,
-          runs,
-          params,
-        ),
-      };
+      const version = await measure(`${via}: --version`, ["--version"], viaEnv, runs, params);
+      const send = await measureSend(`${via}: send`, `bench-${via}`, viaEnv, runs, params);
+      results[via] = { version, ...send };
     }
     summarize(results);
     return {
@@ -93,6 +87,33 @@ function call(args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> 
   });
 }
 
+/**
+ * `send --json`: the call's wall time, and the task's own (created → finished, from its
+ * record), so what the CLI adds is the difference.
+ */
+async function measureSend(
+  label: string,
+  session: string,
+  env: NodeJS.ProcessEnv,
+  runs: number,
+  params: Params,
+): Promise<{ send: LatencySummary; send_task: LatencySummary }> {
+  const args = ["send", "--session", session, "--json", "hello"];
+  for (let i = 0; i < params.warmup; i++) await call(args, env);
+  const wall = new LatencyRecorder();
+  const task = new LatencyRecorder();
+  for (let i = 0; i < runs; i++) {
+    const out = await wall.time(() => call(args, env));
+    const record = JSON.parse(out) as { status: string; createdAt: string; finishedAt: string };
+    if (record.status !== "succeeded") throw new Error(`${label}: task ${record.status}`);
+    task.record(Date.parse(record.finishedAt) - Date.parse(record.createdAt));
+  }
+  const s = wall.summary();
+  const t = task.summary();
+  progress(`${label}: p50 ${s.p50} ms, p90 ${s.p90} ms; the task itself p50 ${t.p50} ms`);
+  return { send: s, send_task: t };
+}
+
 async function measure(
   label: string,
   args: readonly string[],
@@ -102,11 +123,7 @@ async function measure(
 ): Promise<LatencySummary> {
   for (let i = 0; i < params.warmup; i++) await call(args, env);
   const recorder = new LatencyRecorder();
-  for (let i = 0; i < runs; i++) {
-    const out = await recorder.time(() => call(args, env));
-    if (args[0] === "send" && !out.includes("hello"))
-      throw new Error(`${label}: unexpected output ${JSON.stringify(out)}`);
-  }
+  for (let i = 0; i < runs; i++) await recorder.time(() => call(args, env));
   const s = recorder.summary();
   progress(`${label}: p50 ${s.p50} ms, p90 ${s.p90} ms (${s.count} calls)`);
   return s;
@@ -146,7 +163,7 @@ async function startFleet(env: NodeJS.ProcessEnv, dataDir: string, cleanup: Clea
 function summarize(results: Partial<Record<Path, Record<string, LatencySummary>>>): void {
   const { bundle, tsx } = results;
   if (!bundle) return;
-  for (const cmd of ["version", "send"] as const) {
+  for (const cmd of ["version", "send", "send_task"] as const) {
     const b = bundle[cmd];
     const t = tsx?.[cmd];
     const versus = t ? `; tsx p50 ${t.p50} ms, ${round(t.p50 / b!.p50, 1)}× slower` : "";

@@ -34,8 +34,11 @@ const ENTRY = path.join(SRC, "cli", "main.ts");
 /** Inlined packages come from here; npm rewrites it on every change to node_modules. */
 const INSTALLED = path.join(ROOT, "node_modules", ".package-lock.json");
 const THIS_FILE = fileURLToPath(import.meta.url);
-/** Earlier builds a running CLI may still load chunks from are kept this long. */
-const KEEP_OLD_MS = 24 * 3600 * 1000;
+/**
+ * Earlier builds are kept this long: a CLI started from one may still load a chunk of
+ * it (roles load theirs at start). Edits rebuild often, so not much longer.
+ */
+const KEEP_OLD_MS = 3600 * 1000;
 
 /** [mtimeMs, size] of a file, or null when it is gone. */
 function fingerprint(file) {
@@ -173,7 +176,7 @@ async function sourceFiles(dir) {
   return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath ?? e.path, e.name));
 }
 
-/** Removes other builds untouched for a day, and temp dirs of builds that died. */
+/** Removes other builds untouched for an hour, and temp dirs of builds that died. */
 async function removeOld(keep) {
   for (const name of await readdir(OUT)) {
     if (name === keep || name.startsWith("current.json")) continue;
