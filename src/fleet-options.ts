@@ -6,7 +6,7 @@ import { hostname } from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
-import { PREFIX_PATTERN } from "./protocol/fleet-subjects.js";
+import { DEFAULT_PREFIX, DEFAULT_RETENTION_MS, PREFIX_PATTERN } from "./protocol/fleet-subjects.js";
 
 /** A runtime profile for one pool of containers on a node. */
 export interface PoolProfileOptions {
@@ -183,7 +183,7 @@ const PoolProfileSchema = z.strictObject({
 });
 
 const FleetOptionsSchema = z.strictObject({
-  prefix: z.string().regex(PREFIX_PATTERN).default("fleet"),
+  prefix: z.string().regex(PREFIX_PATTERN).default(DEFAULT_PREFIX),
   dataDir: z.string().min(1).default(".clawfleet"),
   natsUrl: z.string().min(1).optional(),
   nodeId: IdToken.optional(),
@@ -212,11 +212,7 @@ const FleetOptionsSchema = z.strictObject({
     .default({ recreateMax: 2, repairMax: 1, poolRestartMax: 3, windowMs: 300_000 }),
   snapshotGcIntervalMs: z.number().int().min(1000).default(600_000),
   snapshotKeepLast: z.number().int().min(1).default(50),
-  retentionMs: z
-    .number()
-    .int()
-    .min(60_000)
-    .default(7 * 24 * 3600 * 1000),
+  retentionMs: z.number().int().min(60_000).default(DEFAULT_RETENTION_MS),
   docker: DockerFleetSchema.prefault({}),
 });
 

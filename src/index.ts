@@ -61,8 +61,10 @@ export {
   AgentError,
   ClawfleetError,
   ConfigError,
+  type ErrorCode,
   ErrorCodes,
   type ErrorInfo,
+  InternalError,
   NatsServerError,
   NotFoundError,
   RetryableError,
@@ -96,6 +98,8 @@ export {
 } from "./protocol/agent-protocol.js";
 export {
   type ApiReply,
+  ErrorCodeSchema,
+  ErrorInfoSchema,
   type FleetStatus,
   isTerminal,
   MAX_INPUT_BYTES,
@@ -110,7 +114,12 @@ export {
   TaskRecordSchema,
   type TaskStatus,
 } from "./protocol/api-schemas.js";
-export { type FleetSubjects, fleetSubjects } from "./protocol/fleet-subjects.js";
+export {
+  DEFAULT_PREFIX,
+  DEFAULT_RETENTION_MS,
+  type FleetSubjects,
+  fleetSubjects,
+} from "./protocol/fleet-subjects.js";
 export { FleetNode, type FleetNodeDeps } from "./roles/fleet-node.js";
 export { FleetOrchestrator, type FleetOrchestratorDeps } from "./roles/fleet-orchestrator.js";
 export {

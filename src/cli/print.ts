@@ -1,5 +1,5 @@
 /** Human-readable renderings of API answers for the CLI. */
-import type { TimelineItem } from "../gateway/task-timeline.js";
+import type { TimelineItem } from "../adapters/records/task-timeline.js";
 import type { FleetStatus, TaskRecord } from "../protocol/api-schemas.js";
 
 /** A task record as a few aligned lines. */

@@ -4,7 +4,7 @@
  */
 import { type Command, Option } from "commander";
 import { ClawfleetError } from "../errors.js";
-import { isTerminalItem, type TimelineItem } from "../gateway/task-timeline.js";
+import { isTerminalItem, type TimelineItem } from "../adapters/records/task-timeline.js";
 import type { Priority, TaskRecord } from "../protocol/api-schemas.js";
 import { int, printJson, withClient, withFleetFlags } from "./cli-common.js";
 import type { LocatorFlags } from "./fleet-locator.js";

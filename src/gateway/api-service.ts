@@ -8,6 +8,7 @@ import type { Msg } from "@nats-io/nats-core";
 import { type Service, type ServiceMsg, Svcm } from "@nats-io/services";
 import { z } from "zod";
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
+import { readTimeline } from "../adapters/records/task-timeline.js";
 import { type Clock, systemClock } from "../clock.js";
 import {
   ClawfleetError,
@@ -36,7 +37,6 @@ import { readFleetTree } from "./fleet-tree.js";
 import { snapshotEndpoints } from "./snapshot-endpoints.js";
 import { supervisionEndpoints } from "./supervision-endpoints.js";
 import { TaskSubmitter } from "./task-submitter.js";
-import { readTimeline } from "./task-timeline.js";
 
 /** Package version reported by the service's INFO. */
 export const SERVICE_VERSION = "0.1.0";

@@ -6,6 +6,16 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { isNoResponders, isRequestTimeout } from "../adapters/nats/nats-retry.js";
 import {
+  isTaskIdToken,
+  isTerminalItem,
+  parseTimelineMessage,
+  type TaskTimeline,
+  TaskTimelineSchema,
+  type TimelineItem,
+  TimelineOrder,
+  timelineKey,
+} from "../adapters/records/task-timeline.js";
+import {
   ConfigError,
   ErrorCodes,
   type ErrorInfo,
@@ -24,16 +34,6 @@ import {
   type TaskStatus,
 } from "../protocol/api-schemas.js";
 import { type FleetSubjects, fleetSubjects } from "../protocol/fleet-subjects.js";
-import {
-  isTaskIdToken,
-  isTerminalItem,
-  parseTimelineMessage,
-  type TaskTimeline,
-  TaskTimelineSchema,
-  type TimelineItem,
-  TimelineOrder,
-  timelineKey,
-} from "./task-timeline.js";
 
 /** Options of {@link FleetClient.connect}. */
 export interface FleetClientOptions {

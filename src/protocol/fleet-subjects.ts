@@ -1,7 +1,16 @@
 /**
  * Every subject, stream, bucket and object store name the fleet uses, derived from
- * one configurable prefix so several fleets can share a NATS account.
+ * one configurable prefix so several fleets can share a NATS account, and the
+ * defaults of that namespace (prefix, retention), defined here once.
  */
+import { ConfigError } from "../errors.js";
+
+/** The prefix of a fleet that names none. */
+export const DEFAULT_PREFIX = "fleet";
+
+/** How long the fleet's streams, task records and checkpoints keep data by default: 7 days. */
+export const DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
 export interface FleetSubjects {
   readonly prefix: string;
   /** Service group of the public API: `<prefix>.api`. */
@@ -45,7 +54,11 @@ export interface FleetSubjects {
     readonly behaviors: string;
     readonly sessions: string;
     readonly alerts: string;
+    /** The snapshot store's versions, heads and checkpoints (KV). */
+    readonly snapshots: string;
   };
+  /** The snapshot store's content-addressed objects: the Object Store and its stream. */
+  readonly objects: { readonly chunks: string; readonly chunksStream: string };
   /** Durable consumer names of the orchestrator. */
   readonly consumers: { readonly tasks: string; readonly events: string };
 }
@@ -54,8 +67,8 @@ export interface FleetSubjects {
 export const PREFIX_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 
 /** Derives all names from `prefix` (default `fleet`). */
-export function fleetSubjects(prefix = "fleet"): FleetSubjects {
-  if (!PREFIX_PATTERN.test(prefix)) throw new Error(`invalid subject prefix: ${prefix}`);
+export function fleetSubjects(prefix = DEFAULT_PREFIX): FleetSubjects {
+  if (!PREFIX_PATTERN.test(prefix)) throw new ConfigError(`invalid subject prefix: ${prefix}`);
   const upper = prefix.replaceAll(".", "_").toUpperCase();
   const lower = prefix.replaceAll(".", "_");
   return {
@@ -90,7 +103,9 @@ export function fleetSubjects(prefix = "fleet"): FleetSubjects {
       behaviors: `${lower}_behaviors`,
       sessions: `${lower}_sessions`,
       alerts: `${lower}_alerts`,
+      snapshots: `${lower}_snapshots`,
     },
+    objects: { chunks: `${lower}_chunks`, chunksStream: `OBJ_${lower}_chunks` },
     consumers: { tasks: "orchestrator", events: "orchestrator-events" },
   };
 }

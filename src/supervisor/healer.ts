@@ -6,10 +6,10 @@
  */
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { QuarantineRegistry } from "../adapters/records/quarantine-registry.js";
+import { readTimeline } from "../adapters/records/task-timeline.js";
 import { type Clock, isoNow } from "../clock.js";
 import type { ErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
-import { readTimeline } from "../gateway/task-timeline.js";
 import type { Logger } from "../logger.js";
 import { type SessionHealthView, SessionSupervisor } from "./session-supervisor.js";
 

@@ -6,12 +6,12 @@
  */
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import {
   followTimeline,
   readTimeline,
   type TimelineItem,
-} from "../../src/gateway/task-timeline.js";
+} from "../../src/adapters/records/task-timeline.js";
+import { taskIdForKey } from "../../src/gateway/task-submitter.js";
 import { fleetSubjects } from "../../src/protocol/fleet-subjects.js";
 import { runCli } from "../harness/cli-process.js";
 import { TestFleet } from "../harness/test-fleet.js";

@@ -15,6 +15,7 @@ import { mkdir, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/pro
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
+import { InternalError } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 
 const PROJECT_ROOT = fileURLToPath(new URL("../../..", import.meta.url));
@@ -62,7 +63,7 @@ export async function buildAgent(external: readonly string[] = []): Promise<Uint
     logLevel: "silent",
   });
   const contents = result.outputFiles[0]?.contents;
-  if (!contents) throw new Error("esbuild produced no agent bundle");
+  if (!contents) throw new InternalError("esbuild produced no agent bundle");
   return contents;
 }
 

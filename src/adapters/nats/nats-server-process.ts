@@ -190,9 +190,9 @@ async function waitUntilReady(
   for (;;) {
     const exit = exitOf();
     if (exit !== undefined)
-      throw new Error(`nats-server exited before it was ready (${exitText(exit)})`);
+      throw new NatsServerError(`nats-server exited before it was ready (${exitText(exit)})`);
     if (Date.now() > deadline)
-      throw new Error(`nats-server did not accept clients within ${timeoutMs} ms`);
+      throw new NatsServerError(`nats-server did not accept clients within ${timeoutMs} ms`);
     const found = await readPortsFile(dir, pid);
     if (found !== undefined && (await acceptsClients(host, found.port))) return found;
     await Promise.race([delay(POLL_MS), exited]);

@@ -24,6 +24,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { ConfigError } from "../../errors.js";
 
 /** Where the workspace appears inside the sandbox. */
 export const SANDBOX_WORKSPACE = "/workspace";
@@ -122,7 +123,7 @@ export function buildBwrapArgs(spec: BwrapSpec): string[] {
   args.push("--remount-ro", "/", "--clearenv");
   for (const [key, value] of Object.entries(spec.env)) {
     if (key === "" || key.includes("="))
-      throw new Error(`invalid environment variable name: ${key}`);
+      throw new ConfigError(`invalid environment variable name: ${key}`);
     args.push("--setenv", key, value);
   }
   args.push("--", ...spec.command);

@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import { z } from "zod";
-import { ValidationError } from "../../errors.js";
+import { ErrorCodes, ValidationError } from "../../errors.js";
 import { isCasConflict } from "../nats/nats-retry.js";
 
 /** Limits on behaviour files. */
@@ -147,7 +147,7 @@ function checkSizes(files: Record<string, string>): void {
       throw new ValidationError(
         `behaviour file ${name} is ${bytes} bytes; the limit is ${MAX_BEHAVIOR_FILE_BYTES}`,
         {
-          code: "BEHAVIOR_TOO_LARGE",
+          code: ErrorCodes.BEHAVIOR_TOO_LARGE,
         },
       );
     }
@@ -157,7 +157,7 @@ function checkSizes(files: Record<string, string>): void {
     throw new ValidationError(
       `behaviour files total ${total} bytes; the limit is ${MAX_BEHAVIOR_TOTAL_BYTES}`,
       {
-        code: "BEHAVIOR_TOO_LARGE",
+        code: ErrorCodes.BEHAVIOR_TOO_LARGE,
       },
     );
   }

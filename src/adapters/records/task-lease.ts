@@ -8,7 +8,7 @@
  */
 import type { KV } from "@nats-io/kv";
 import type { Clock } from "../../clock.js";
-import { RetryableError } from "../../errors.js";
+import { ErrorCodes, RetryableError } from "../../errors.js";
 import { isCasConflict } from "../nats/nats-retry.js";
 
 /** The stored value of a task lease. */
@@ -23,7 +23,7 @@ export interface TaskLeaseValue {
 /** The holder lost its lease (or never got it): it must stop and write nothing more. */
 export class LeaseLostError extends RetryableError {
   constructor(message: string) {
-    super("LEASE_LOST", message);
+    super(ErrorCodes.LEASE_LOST, message);
   }
 }
 

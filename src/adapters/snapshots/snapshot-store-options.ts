@@ -1,21 +1,21 @@
 /**
  * Configuration of the snapshot store (`snapshot-store.ts`): its options and
- * their defaults, the names of its buckets, their provisioning, and the test
- * hooks it accepts.
+ * their defaults, the names of its buckets, and the test hooks it accepts. The
+ * buckets are provisioned with the fleet's (`nats/fleet-provisioning.ts`).
  */
-import { jetstream, StorageType } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/nats-core";
-import { type ObjectStore, Objm } from "@nats-io/obj";
 import { z } from "zod";
 import { ConfigError } from "../../errors.js";
-import { PREFIX_PATTERN } from "../../protocol/fleet-subjects.js";
+import {
+  DEFAULT_PREFIX,
+  DEFAULT_RETENTION_MS,
+  fleetSubjects,
+  PREFIX_PATTERN,
+} from "../../protocol/fleet-subjects.js";
 import { type SnapshotLimits, SnapshotLimitsSchema } from "./workspace-rules.js";
 
 const MiB = 1024 * 1024;
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
-const DAY = 24 * HOUR;
 
 /** Options of {@link SnapshotStore.open}; every field has a default. */
 export interface SnapshotStoreOptions {
@@ -43,7 +43,7 @@ export interface SnapshotStoreOptions {
 
 const OptionsSchema = z
   .strictObject({
-    prefix: z.string().regex(PREFIX_PATTERN).default("fleet"),
+    prefix: z.string().regex(PREFIX_PATTERN).default(DEFAULT_PREFIX),
     chunkSize: z
       .number()
       .int()
@@ -64,11 +64,7 @@ const OptionsSchema = z
       .min(1)
       .default(30 * MINUTE),
     clockSkewMs: z.number().int().min(0).default(MINUTE),
-    checkpointRetentionMs: z
-      .number()
-      .int()
-      .min(1)
-      .default(7 * DAY),
+    checkpointRetentionMs: z.number().int().min(1).default(DEFAULT_RETENTION_MS),
     replicas: z.number().int().min(1).max(5).default(1),
   })
   .refine((o) => o.gcGraceMs > o.maxSnapshotMs + 2 * o.clockSkewMs, {
@@ -93,41 +89,17 @@ export function resolveSnapshotStoreOptions(
 }
 
 /** Bucket names of the snapshot store for `prefix` (for provisioning and tools). */
-export function snapshotStoreNames(prefix = "fleet"): {
+export function snapshotStoreNames(prefix = DEFAULT_PREFIX): {
   readonly chunks: string;
   readonly chunksStream: string;
   readonly snapshots: string;
 } {
-  if (!PREFIX_PATTERN.test(prefix)) throw new ConfigError(`invalid prefix: ${prefix}`);
-  const lower = prefix.replaceAll(".", "_");
-  return {
-    chunks: `${lower}_chunks`,
-    chunksStream: `OBJ_${lower}_chunks`,
-    snapshots: `${lower}_snapshots`,
-  };
+  const s = fleetSubjects(prefix);
+  return { ...s.objects, snapshots: s.buckets.snapshots };
 }
 
-/**
- * Creates the store's Object Store and KV buckets if missing (an existing bucket is
- * opened as it is), for provisioning; {@link SnapshotStore.open} calls it too.
- */
-export async function provisionSnapshotBuckets(
-  nc: NatsConnection,
-  options: { readonly prefix?: string; readonly replicas?: number } = {},
-): Promise<{ readonly os: ObjectStore; readonly kv: KV }> {
-  const names = snapshotStoreNames(options.prefix ?? "fleet");
-  const replicas = options.replicas ?? 1;
-  const js = jetstream(nc);
-  const [os, kv] = await Promise.all([
-    new Objm(js).create(names.chunks, {
-      storage: StorageType.File,
-      replicas,
-      description: "clawfleet workspace snapshots: content-addressed chunks and manifests",
-    }),
-    new Kvm(js).create(names.snapshots, { history: 1, storage: StorageType.File, replicas }),
-  ]);
-  return { os, kv };
-}
+/** Provisioning lives with the fleet's; re-exported for the store's existing importers. */
+export { provisionSnapshotBuckets } from "../nats/fleet-provisioning.js";
 
 /** Test hooks: points where a test can inject failures or races. */
 export interface SnapshotStoreHooks {

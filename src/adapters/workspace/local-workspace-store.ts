@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { cp, mkdir, readdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { ClawfleetError, TerminalError } from "../../errors.js";
+import { ClawfleetError, ErrorCodes, TerminalError } from "../../errors.js";
 import type { WorkspaceStore } from "./workspace-store.js";
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -123,7 +123,7 @@ export class LocalWorkspaceStore implements WorkspaceStore {
   }
 
   private checkpointDir(tenant: string, session: string, taskId: string): string {
-    if (!ID.test(taskId)) throw new TerminalError("WORKSPACE_ERROR", `invalid task id: ${taskId}`);
+    if (!ID.test(taskId)) throw new TerminalError(ErrorCodes.WORKSPACE_ERROR, `invalid task id: ${taskId}`);
     // Session ids never contain dots, so this cannot collide with a session's directory.
     return path.join(
       path.dirname(this.sessionDir(tenant, session)),
@@ -137,7 +137,7 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     // Ids are validated at the API; checking again keeps a bad caller from escaping root.
     if (!ID.test(tenant) || !ID.test(session)) {
       throw new TerminalError(
-        "WORKSPACE_ERROR",
+        ErrorCodes.WORKSPACE_ERROR,
         `invalid tenant or session id: ${tenant}/${session}`,
       );
     }
@@ -154,7 +154,7 @@ export async function emptyDir(dir: string): Promise<void> {
 
 function wrap(op: string, err: unknown): ClawfleetError {
   if (err instanceof ClawfleetError) return err;
-  return new TerminalError("WORKSPACE_ERROR", `workspace ${op} failed: ${(err as Error).message}`, {
+  return new TerminalError(ErrorCodes.WORKSPACE_ERROR, `workspace ${op} failed: ${(err as Error).message}`, {
     cause: err,
   });
 }

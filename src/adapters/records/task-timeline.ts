@@ -22,10 +22,10 @@
  */
 import { DeliverPolicy } from "@nats-io/jetstream";
 import { z } from "zod";
-import type { FleetNats } from "../adapters/nats/fleet-nats.js";
-import { TaskStatusSchema } from "../protocol/api-schemas.js";
-import { TaskEventSchema, TimelineEventSchema } from "../protocol/fleet-messages.js";
-import type { FleetSubjects } from "../protocol/fleet-subjects.js";
+import { TaskStatusSchema } from "../../protocol/api-schemas.js";
+import { TaskEventSchema, TimelineEventSchema } from "../../protocol/fleet-messages.js";
+import type { FleetSubjects } from "../../protocol/fleet-subjects.js";
+import type { FleetNats } from "../nats/fleet-nats.js";
 
 /** A node's line (`<prefix>.events.task.<taskId>`). */
 export const NodeTimelineItemSchema = TaskEventSchema.extend({
