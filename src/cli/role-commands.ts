@@ -3,10 +3,14 @@
  * `orchestrator`, `gateway` (one role against an existing NATS server). They
  * run until SIGINT/SIGTERM and then stop cleanly.
  */
-import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { type Command, Option } from "commander";
 import { ConfigError } from "../errors.js";
-import { type FleetOptions, resolveFleetOptions } from "../fleet-options.js";
+import {
+  type FleetOptions,
+  type ResolvedFleetOptions,
+  resolveFleetOptions,
+} from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import {
   type RoleName,
@@ -14,8 +18,8 @@ import {
   startLocalFleet,
   startRole,
 } from "../roles/fleet-roles.js";
-import { int, withFleetFlags } from "./cli-common.js";
-import { dataDirOf, type LocatorFlags, locateFleet } from "./fleet-locator.js";
+import { int, oneOf, readUserFile, withFleetFlags } from "./cli-common.js";
+import { dataDirOf, type LocatorFlags, locateFleet, shownDir } from "./fleet-locator.js";
 import { LOG_LEVELS, type LogLevel, pinoLogger } from "./pino-logger.js";
 
 interface RoleFlags extends LocatorFlags {
@@ -33,10 +37,11 @@ interface RoleFlags extends LocatorFlags {
 async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
   let base: FleetOptions = {};
   if (flags.config) {
+    const text = await readUserFile(flags.config);
     try {
-      base = JSON.parse(await readFile(flags.config, "utf8")) as FleetOptions;
+      base = JSON.parse(text) as FleetOptions;
     } catch (err) {
-      throw new ConfigError(`cannot read config ${flags.config}: ${(err as Error).message}`);
+      throw new ConfigError(`${flags.config} is not JSON: ${(err as Error).message}`);
     }
   }
   const natsUrl = needsUrl
@@ -57,23 +62,52 @@ async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
   });
 }
 
+const SANDBOXES = ["auto", "bwrap", "none"] as const;
+const POOL_KINDS = ["process", "docker"] as const;
+
+/**
+ * How to reach this fleet from another terminal: the CLI finds it through `fleet.json`
+ * in the data dir (flags only when that is not where it looks by default), and any other
+ * NATS client needs the URL, since the embedded server listens on a free port.
+ */
+export function talkToIt(
+  options: ResolvedFleetOptions,
+  natsUrl: string,
+  external: boolean,
+): string[] {
+  const where: string[] = [];
+  if (external) where.push(`--nats ${natsUrl}`);
+  else if (options.dataDir !== path.resolve(".clawfleet"))
+    where.push(`--data-dir ${shownDir(options.dataDir)}`);
+  if (external && options.prefix !== "fleet") where.push(`--prefix ${options.prefix}`);
+  const flags = where.map((w) => ` ${w}`).join("");
+  return [
+    `  npx clawfleet send${flags} --session demo hello`,
+    `  nats --server ${natsUrl} req ${options.prefix}.api.run '{"session":"demo","input":"hello"}'   # any NATS client`,
+  ];
+}
+
 function withRoleFlags(cmd: Command): Command {
   return withFleetFlags(cmd)
     .option("--id <name>", "this process's id in records and status (default: <hostname>-<pid>)")
     .option("--config <file>", "JSON file of FleetOptions")
     .addOption(
-      new Option("--log-level <level>", "log level on stderr").choices(LOG_LEVELS).default("info"),
+      new Option("--log-level <level>", "log level on stderr")
+        .choices(LOG_LEVELS)
+        .argParser(oneOf("--log-level", LOG_LEVELS))
+        .default("info"),
     )
     .option("--min-idle <n>", "warm idle containers to keep", int("--min-idle"))
     .option("--max <n>", "most containers in the pool", int("--max"))
     .addOption(
-      new Option("--sandbox <kind>", "agent confinement").choices(["auto", "bwrap", "none"]),
+      new Option("--sandbox <kind>", "agent confinement")
+        .choices(SANDBOXES)
+        .argParser(oneOf("--sandbox", SANDBOXES)),
     )
     .addOption(
-      new Option("--pool <kind>", "what runs the agents: processes or Docker containers").choices([
-        "process",
-        "docker",
-      ]),
+      new Option("--pool <kind>", "what runs the agents: processes or Docker containers")
+        .choices(POOL_KINDS)
+        .argParser(oneOf("--pool", POOL_KINDS)),
     );
 }
 
@@ -119,8 +153,7 @@ export function registerRoleCommands(program: Command): void {
           `clawfleet is up: node ${options.nodeId}, pool ${pool.name} (${pool.runtime} agent, ${pool.kind === "docker" ? `docker image ${pool.docker.image}` : "process"}, minIdle ${pool.minIdle}, max ${pool.max})`,
           `NATS: ${fleet.natsUrl} (data in ${options.dataDir})`,
           "Talk to it:",
-          "  npx clawfleet send --session demo hello",
-          `  nats req ${options.prefix}.api.run '{"session":"demo","input":"hello"}'   # any NATS client`,
+          ...talkToIt(options, fleet.natsUrl, options.natsUrl !== undefined),
           "Ctrl-C stops the fleet.",
           "",
         ].join("\n"),

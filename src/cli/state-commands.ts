@@ -2,9 +2,13 @@
  * `clawfleet snapshots <session>` and `clawfleet restore <session>`: a
  * session's saved versions, and going back to one (as a new version).
  */
-import { type Command, InvalidArgumentError } from "commander";
+import type { Command } from "commander";
+import { z } from "zod";
+import { IdSchema } from "../protocol/api-schemas.js";
 import { int, printJson, withClient, withFleetFlags } from "./cli-common.js";
+import { UsageError } from "./cli-errors.js";
 import type { LocatorFlags } from "./fleet-locator.js";
+import { checkRequest } from "./request-check.js";
 
 interface StateFlags extends LocatorFlags {
   tenant?: string;
@@ -26,21 +30,42 @@ interface VersionView {
 const iso = (v: string) => {
   const t = Date.parse(v);
   if (Number.isNaN(t))
-    throw new InvalidArgumentError("--at must be a time, e.g. 2026-11-23T10:00:00Z");
+    throw new UsageError(`--at must be a time, e.g. 2026-11-23T10:00:00Z, got '${v}'`);
   return new Date(t).toISOString();
 };
 
-function line(v: VersionView): string {
-  const size =
-    v.bytes < 1024 * 1024
-      ? `${(v.bytes / 1024).toFixed(1)} KiB`
-      : `${(v.bytes / 1048576).toFixed(1)} MiB`;
-  const flags = [
-    v.knownGood ? "known-good" : "",
-    v.reason ?? "",
-    v.parent ? `from v${v.parent}` : "",
-  ].filter(Boolean);
-  return `${String(v.version).padStart(5)}  ${v.createdAt}  ${String(v.files).padStart(5)} files  ${size.padStart(10)}  ${flags.join(", ")}\n`;
+const SessionSchema = z.object({ tenant: IdSchema.optional(), session: IdSchema });
+
+/** Tenant and session as typed, checked as the API would. */
+function sessionOf(session: string, f: StateFlags): { tenant?: string; session: string } {
+  const s = { tenant: f.tenant, session };
+  checkRequest(SessionSchema, s, {
+    tenant: { flag: "--tenant" },
+    session: { flag: "the session" },
+  });
+  return s;
+}
+
+/** A session's versions as a table with a header, oldest first. */
+export function renderVersions(versions: readonly VersionView[]): string {
+  if (versions.length === 0) return "no versions yet\n";
+  const row = (cols: [string, string, string, string, string]) =>
+    `${cols[0].padStart(7)}  ${cols[1].padEnd(24)}  ${cols[2].padStart(5)}  ${cols[3].padStart(10)}  ${cols[4]}`.trimEnd();
+  const size = (bytes: number) =>
+    bytes < 1024 * 1024
+      ? `${(bytes / 1024).toFixed(1)} KiB`
+      : `${(bytes / 1048576).toFixed(1)} MiB`;
+  const notes = (v: VersionView) =>
+    [v.knownGood ? "known-good" : "", v.reason ?? "", v.parent ? `from v${v.parent}` : ""]
+      .filter(Boolean)
+      .join(", ");
+  const lines = [
+    row(["version", "created", "files", "size", "notes"]),
+    ...versions.map((v) =>
+      row([String(v.version), v.createdAt, String(v.files), size(v.bytes), notes(v)]),
+    ),
+  ];
+  return `${lines.join("\n")}\n`;
 }
 
 /** Registers `snapshots` and `restore`. */
@@ -51,11 +76,12 @@ export function registerStateCommands(program: Command): void {
     .option("-t, --tenant <id>", "tenant (default: default)")
     .option("--json", "print JSON")
     .action(async (session: string, f: StateFlags) => {
+      const req = sessionOf(session, f);
       const r = await withClient(f, (c) =>
-        c.request<{ versions: VersionView[] }>("snapshots", { tenant: f.tenant, session }),
+        c.request<{ versions: VersionView[] }>("snapshots", req),
       );
       if (f.json) printJson(r.versions);
-      else process.stdout.write(r.versions.map(line).join("") || "no versions yet\n");
+      else process.stdout.write(renderVersions(r.versions));
     });
 
   withFleetFlags(program.command("restore"))
@@ -68,10 +94,13 @@ export function registerStateCommands(program: Command): void {
     .option("--at <time>", "the newest version taken at or before this time", iso)
     .option("--json", "print JSON")
     .action(async (session: string, f: StateFlags) => {
+      const req = sessionOf(session, f);
+      if ((f.version === undefined) === (f.at === undefined))
+        throw new UsageError("give one of --version N or --at TIME");
       const r = await withClient(f, (c) =>
         c.request<{ from: VersionView; version: VersionView }>(
           "restore",
-          { tenant: f.tenant, session, version: f.version, at: f.at },
+          { ...req, version: f.version, at: f.at },
           120_000,
         ),
       );

@@ -3,9 +3,12 @@
  * and `clawfleet session release <session>` (let a quarantined session work again).
  */
 import type { Command } from "commander";
+import { z } from "zod";
 import type { PostMortem, Quarantine } from "../adapters/records/quarantine-registry.js";
+import { IdSchema } from "../protocol/api-schemas.js";
 import { printJson, withClient, withFleetFlags } from "./cli-common.js";
 import type { LocatorFlags } from "./fleet-locator.js";
+import { checkRequest } from "./request-check.js";
 
 interface Flags extends LocatorFlags {
   tenant?: string;
@@ -50,8 +53,13 @@ export function registerSupervisionCommands(program: Command): void {
     .argument("<session>")
     .option("-t, --tenant <id>", "tenant (default: default)")
     .action(async (name: string, f: Flags) => {
+      const req = { tenant: f.tenant, session: name };
+      checkRequest(z.object({ tenant: IdSchema.optional(), session: IdSchema }), req, {
+        tenant: { flag: "--tenant" },
+        session: { flag: "the session" },
+      });
       const r = await withClient(f, (c) =>
-        c.request<{ released: boolean }>("session.release", { tenant: f.tenant, session: name }),
+        c.request<{ released: boolean }>("session.release", req),
       );
       process.stdout.write(
         r.released

@@ -24,46 +24,71 @@ const STATE_COLOR: Record<string, (s: string) => string> = {
   draining: paint(35),
 };
 
+/** A line of the tree and the lines under it. */
+export interface TreeLine {
+  readonly text: string;
+  readonly children?: readonly TreeLine[];
+}
+
+/**
+ * Draws `roots` with box-drawing connectors: `├─` for every child but the last, `└─`
+ * for the last, and `│ ` under a child whose later siblings are still to come.
+ */
+export function drawTree(roots: readonly TreeLine[]): string[] {
+  const out: string[] = [];
+  const walk = (items: readonly TreeLine[], indent: string) => {
+    items.forEach((item, i) => {
+      const last = i === items.length - 1;
+      out.push(`${indent}${last ? "└─" : "├─"} ${item.text}`);
+      walk(item.children ?? [], `${indent}${last ? "   " : "│  "}`);
+    });
+  };
+  walk(roots, "");
+  return out;
+}
+
 /** The tree as indented text. */
 export function renderTree(t: FleetTree): string {
-  const out: string[] = [];
-  out.push(
+  const out: string[] = [
     t.orchestrator
       ? `fleet  orchestrator ${t.orchestrator.id}  ${dim(`queued ${t.orchestrator.queueDepth}, running ${t.orchestrator.running}`)}`
       : `fleet  ${paint(31)("no orchestrator")}`,
+  ];
+  out.push(
+    ...drawTree(
+      t.nodes.map((n) => ({
+        text: `node ${n.id}${n.stopping ? " (stopping)" : ""}  ${dim(`last seen ${n.lastSeen}`)}${n.failure ? paint(31)(`  gave up: ${n.failure}`) : ""}`,
+        children: n.pools.map((p) => ({
+          text: `pool ${p.name} [${p.runtime}] ${p.size}/${p.max} minIdle ${p.minIdle}  restarts ${p.restarts}${p.crashes ? paint(31)(`  crashes ${p.crashes}`) : ""}`,
+          children: p.containers.map((c) => {
+            const color = STATE_COLOR[c.state] ?? ((s: string) => s);
+            const holds = c.session ? `  ${c.tenant}/${c.session}` : "";
+            const task = c.taskId ? `  task ${c.taskId}` : "";
+            const restarts = c.restarts ? dim(`  agent restarts ${c.restarts}`) : "";
+            return { text: `${c.id}  ${color(c.state)}${holds}${task}${restarts}` };
+          }),
+        })),
+      })),
+    ),
   );
-  for (const n of t.nodes) {
-    out.push(
-      `└─ node ${n.id}${n.stopping ? " (stopping)" : ""}  ${dim(`last seen ${n.lastSeen}`)}${n.failure ? paint(31)(`  gave up: ${n.failure}`) : ""}`,
-    );
-    for (const p of n.pools) {
-      out.push(
-        `   └─ pool ${p.name} [${p.runtime}] ${p.size}/${p.max} minIdle ${p.minIdle}  restarts ${p.restarts}${p.crashes ? paint(31)(`  crashes ${p.crashes}`) : ""}`,
-      );
-      for (const c of p.containers) {
-        const color = STATE_COLOR[c.state] ?? ((s: string) => s);
-        const holds = c.session ? `  ${c.tenant}/${c.session}` : "";
-        const task = c.taskId ? `  task ${c.taskId}` : "";
-        const restarts = c.restarts ? dim(`  agent restarts ${c.restarts}`) : "";
-        out.push(`      └─ ${c.id}  ${color(c.state)}${holds}${task}${restarts}`);
-      }
-    }
-  }
   if (t.sessions.length > 0) {
     out.push("healing");
-    for (const s of t.sessions) {
-      const tier =
-        s.tier === 0
-          ? paint(32)(`healthy since ${s.recoveredAt ?? "?"}`)
-          : paint(s.tier >= 4 ? 31 : 33)(`tier ${s.tier}`);
-      out.push(
-        `└─ ${s.tenant}/${s.session}  ${tier}  recreated ${s.restarts.recreate}, repaired ${s.restarts.repair}`,
-      );
-      for (const h of s.history)
-        out.push(
-          `   └─ ${dim(String(h.at))}  tier ${h.tier} ${h.remedy}  ${h.taskId}#${h.attempt}`,
-        );
-    }
+    out.push(
+      ...drawTree(
+        t.sessions.map((s) => {
+          const tier =
+            s.tier === 0
+              ? paint(32)(`healthy since ${s.recoveredAt ?? "?"}`)
+              : paint(s.tier >= 4 ? 31 : 33)(`tier ${s.tier}`);
+          return {
+            text: `${s.tenant}/${s.session}  ${tier}  recreated ${s.restarts.recreate}, repaired ${s.restarts.repair}`,
+            children: s.history.map((h) => ({
+              text: `${dim(String(h.at))}  tier ${h.tier} ${h.remedy}  ${h.taskId}#${h.attempt}`,
+            })),
+          };
+        }),
+      ),
+    );
   }
   return `${out.join("\n")}\n`;
 }

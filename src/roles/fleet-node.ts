@@ -26,6 +26,7 @@ import {
   type NodeHeartbeat,
 } from "../protocol/fleet-messages.js";
 import { nodeSupervisorMachine } from "../supervisor/node-supervisor.js";
+import { nodeDir, pruneNodeDirs, removeNodeDir } from "./node-dirs.js";
 import { TurnRunner } from "./turn-runner.js";
 
 /** What a node needs besides its options. */
@@ -55,6 +56,8 @@ export class FleetNode {
   /** Takes no more work: stopping, or its root supervisor gave up. */
   private stopping = false;
   private stopCalled = false;
+  /** Its key is deleted (or about to be): a heartbeat now would announce it again. */
+  private gone = false;
   private heartbeatQueued = false;
   private stopTicker: () => void = () => {};
   private containerCount = 0;
@@ -74,7 +77,7 @@ export class FleetNode {
     this.clock = deps.clock ?? systemClock;
     this.log = (deps.logger ?? silentLogger).child({ role: "node", node: this.id });
     this.startedAt = isoNow(this.clock);
-    this.containersDir = path.join(options.dataDir, "nodes", this.id, "containers");
+    this.containersDir = path.join(nodeDir(options.dataDir, this.id), "containers");
     this.events = new TurnRunner(deps.nats, this.id, options, this.clock, this.log);
   }
 
@@ -87,6 +90,11 @@ export class FleetNode {
 
   private async init(): Promise<void> {
     this.store = this.deps.store ?? (await this.defaultStore());
+    const pruned = await pruneNodeDirs(this.options.dataDir, this.id).catch((err) => {
+      this.log.warn({ err: toErrorInfo(err) }, "cannot remove earlier runs' workspaces");
+      return [];
+    });
+    if (pruned.length > 0) this.log.info({ nodes: pruned }, "removed earlier runs' workspaces");
     await mkdir(this.containersDir, { recursive: true });
     const { nc, subjects } = this.deps.nats;
     this.subs.push(
@@ -253,9 +261,9 @@ export class FleetNode {
     this.heartbeatQueued = true;
     setImmediate(() => {
       this.heartbeatQueued = false;
-      this.publishHeartbeat().catch((err) =>
-        this.log.warn({ err: toErrorInfo(err) }, "heartbeat failed"),
-      );
+      this.publishHeartbeat().catch((err) => {
+        if (!this.gone) this.log.warn({ err: toErrorInfo(err) }, "heartbeat failed");
+      });
     });
   }
 
@@ -285,7 +293,7 @@ export class FleetNode {
   }
 
   private async publishHeartbeat(): Promise<void> {
-    if (this.deps.nats.nc.isClosed()) return;
+    if (this.gone || this.deps.nats.nc.isClosed()) return;
     await this.deps.nats.kv.nodes.put(this.id, JSON.stringify(this.heartbeat()));
   }
 
@@ -341,12 +349,17 @@ export class FleetNode {
     msg.respond(JSON.stringify({ ok: found }));
   }
 
-  /** Stops taking work, stops every container, and removes the node from the fleet. */
+  /**
+   * Stops taking work, stops every container, and removes the node from the fleet, in
+   * an order that leaves nobody to warn: it announces `stopping` first (so the
+   * orchestrator reads its leaving as a departure, not a loss), keeps announcing while
+   * its containers stop, then stops the heartbeats, and only then deletes its key; the
+   * connection is closed by the caller after that.
+   */
   async stop(): Promise<void> {
     if (this.stopCalled) return;
     this.stopCalled = true;
     this.stopping = true;
-    this.stopTicker();
     for (const s of this.subs) s.unsubscribe();
     await this.publishHeartbeat().catch(() => {});
     this.root.send({ type: "STOP" });
@@ -358,8 +371,13 @@ export class FleetNode {
     );
     this.root.stop();
     await this.events.flush();
+    this.stopTicker();
+    this.gone = true;
     if (!this.deps.nats.nc.isClosed())
       await this.deps.nats.kv.nodes.delete(this.id).catch(() => {});
+    await removeNodeDir(this.options.dataDir, this.id).catch((err) =>
+      this.log.warn({ err: toErrorInfo(err) }, "cannot remove the node's workspaces"),
+    );
     this.log.info({}, "node stopped");
   }
 }

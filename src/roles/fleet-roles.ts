@@ -17,6 +17,7 @@ import { ApiService } from "../gateway/api-service.js";
 import { type Logger, silentLogger } from "../logger.js";
 import { FleetNode } from "./fleet-node.js";
 import { FleetOrchestrator } from "./fleet-orchestrator.js";
+import { isAlive } from "./node-dirs.js";
 
 /** The roles a process can run. */
 export type RoleName = "node" | "orchestrator" | "gateway";
@@ -194,13 +195,4 @@ export async function startLocalFleet(
     await writeFile(fleetFilePath(options.dataDir), `${JSON.stringify(file, null, 2)}\n`);
   }
   return { natsUrl, options: resolved, stop: stopAll };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

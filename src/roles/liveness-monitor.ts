@@ -97,7 +97,7 @@ export class LivenessMonitor {
 
   private onNode(key: string, value: unknown | null): void {
     if (value === null) {
-      this.lose(key);
+      this.lose(key, true);
       return;
     }
     const hb = NodeHeartbeatSchema.safeParse(value);
@@ -116,10 +116,17 @@ export class LivenessMonitor {
     else this.leaseSeenAt.set(taskId, { attempt: lease.attempt, at: this.clock.now() });
   }
 
-  private lose(id: string): void {
-    const known = this.view.nodes.delete(id);
+  /**
+   * A node is gone: its heartbeat is stale, or its key was deleted. A node that announced
+   * it was stopping and then deleted its key left as it said it would: no warning. Either
+   * way its running attempts are retried elsewhere.
+   */
+  private lose(id: string, deleted = false): void {
+    const last = this.view.nodes.get(id);
+    this.view.nodes.delete(id);
     this.nodeSeenAt.delete(id);
-    if (known) this.log.warn({ node: id }, "node lost");
+    if (last && deleted && last.stopping && !last.failure) this.log.info({ node: id }, "node left");
+    else if (last) this.log.warn({ node: id }, "node lost");
     this.hooks.nodeLost(id);
   }
 

@@ -59,14 +59,39 @@ export const SCENARIOS = {
   loaded: { name: "loaded", containers: 6 },
 } as const satisfies Record<string, SimOptions>;
 
+/** Where a run is: the policy (`index` of `of`) and how far its simulated time has gone. */
+export interface SimProgress {
+  readonly policy: PolicyName;
+  readonly index: number;
+  readonly of: number;
+  readonly simulatedMs: number;
+  readonly horizonMs: number;
+  /** This policy's run has ended (its last report). */
+  readonly done: boolean;
+}
+
+/** Reports of a run in progress; they change nothing in the report. */
+export interface SimHooks {
+  /** Called when a policy starts, every simulated hour or so, and when it ends. */
+  readonly progress?: (p: SimProgress) => void;
+}
+
 /** Runs the workload of `options` once per policy; the same options give the same report. */
-export async function runSimulation(options: SimOptions = {}): Promise<SimReport> {
+export async function runSimulation(
+  options: SimOptions = {},
+  hooks: SimHooks = {},
+): Promise<SimReport> {
   const o = resolveSimOptions(options);
   const workload = generateWorkload(o);
   const results: PolicyResult[] = [];
   const traces: Record<string, TaskTrace[]> = {};
-  for (const policy of o.policies) {
-    const run = await runPolicy(o, workload, policy);
+  for (const [index, policy] of o.policies.entries()) {
+    const report = hooks.progress;
+    const at = (simulatedMs: number, done: boolean) =>
+      report?.({ policy, index, of: o.policies.length, simulatedMs, horizonMs: o.horizonMs, done });
+    at(0, false);
+    const run = await runPolicy(o, workload, policy, report ? at : undefined);
+    at(run.endMs, true);
     results.push(run.result);
     if (o.trace) traces[policy] = run.traces;
   }
@@ -84,7 +109,8 @@ async function runPolicy(
   o: ResolvedSimOptions,
   workload: Workload,
   policyName: PolicyName,
-): Promise<{ result: PolicyResult; traces: TaskTrace[] }> {
+  progress?: (simulatedMs: number, done: false) => void,
+): Promise<{ result: PolicyResult; traces: TaskTrace[]; endMs: number }> {
   const clock = new EventClock();
   const recorder = new Recorder(() => clock.elapsed());
   const stateMB = new Map(workload.sessions.map((s) => [`${s.tenant}/${s.session}`, s.stateMB]));
@@ -126,11 +152,27 @@ async function runPolicy(
   }
   node.start();
   const endAt = o.horizonMs + o.drainMs;
-  await clock.run(endAt, () => toArrive === 0 && orch.open === 0);
+  // Progress about every simulated hour (or every 1/20 of a shorter horizon).
+  const step = Math.min(3600_000, Math.max(1, o.horizonMs / 20));
+  let nextReport = step;
+  await clock.run(
+    endAt,
+    () => toArrive === 0 && orch.open === 0,
+    progress &&
+      ((t) => {
+        if (t < nextReport) return;
+        nextReport = (Math.floor(t / step) + 1) * step;
+        progress(t, false);
+      }),
+  );
   const end = Math.max(clock.elapsed(), toArrive === 0 && orch.open === 0 ? 0 : endAt);
   orch.stop();
   node.stop();
-  return { result: recorder.result(policyName, o, end, clock.events), traces: recorder.traces() };
+  return {
+    result: recorder.result(policyName, o, end, clock.events),
+    traces: recorder.traces(),
+    endMs: end,
+  };
 }
 
 function summarise(w: Workload): WorkloadSummary {

@@ -75,8 +75,14 @@ export class EventClock implements Clock {
   /**
    * Fires timers in order until `done()` holds, nothing is left, or the next timer is due
    * after `endAt`; microtasks drain after each one. Time stays at the last timer fired.
+   * `advanced` (for progress reports) sees the time after each timer; it must not schedule
+   * timers, or the run would differ from one without it.
    */
-  async run(endAt: number, done: () => boolean): Promise<void> {
+  async run(
+    endAt: number,
+    done: () => boolean,
+    advanced?: (elapsedMs: number) => void,
+  ): Promise<void> {
     await drainMicrotasks();
     while (!done()) {
       const next = this.pop();
@@ -90,6 +96,7 @@ export class EventClock implements Clock {
       this.events++;
       next.fn();
       await drainMicrotasks();
+      advanced?.(this.t);
     }
   }
 
