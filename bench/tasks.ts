@@ -53,6 +53,8 @@ interface ClawfleetResult extends SideResult {
   readonly rungs: Record<string, number>;
   /** Throughput tasks that needed more than one attempt. */
   readonly retried: number;
+  /** Tasks the fleet had run when each phase began (cost per task must not grow with it). */
+  readonly fleet_tasks_before: { readonly throughput: number; readonly latency: number };
 }
 
 /** Runs the bench; resolves with the JSON report (and prints the summary on stderr). */
@@ -149,6 +151,10 @@ async function benchClawfleet(params: Params, binary: string, root: string, clea
     loaded_latency_ms: loaded.summary(),
     rungs,
     retried,
+    fleet_tasks_before: {
+      throughput: params.warmup,
+      latency: params.warmup + params.tasks + Math.ceil(params.warmup / 4),
+    },
   };
   progress(`clawfleet: ${result.throughput_tps} tasks/s, p50 ${result.latency_ms.p50} ms`);
   return { result, config };
@@ -300,6 +306,7 @@ function summary(r: SummaryInput): string {
         .map(([rung, n]) => `${rung} ${n}`)
         .join(", ") || "none"
     }; retried ${r.clawfleet.retried}`,
+    `  the fleet had run ${r.clawfleet.fleet_tasks_before.throughput} tasks before the throughput run, ${r.clawfleet.fleet_tasks_before.latency} before the latency run`,
     "  throughput ratio > 1 and latency ratios < 1 favour clawfleet",
     "",
   ];
