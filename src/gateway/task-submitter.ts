@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { type Clock, isoNow } from "../clock.js";
-import { ValidationError } from "../errors.js";
+import { ErrorCodes, ValidationError } from "../errors.js";
 import {
   isTerminal,
   MAX_INPUT_BYTES,
@@ -46,7 +46,7 @@ export class TaskSubmitter {
     const bytes = Buffer.byteLength(req.input, "utf8");
     if (bytes > MAX_INPUT_BYTES) {
       throw new ValidationError(`input is ${bytes} bytes; the limit is ${MAX_INPUT_BYTES}`, {
-        code: "INPUT_TOO_LARGE",
+        code: ErrorCodes.INPUT_TOO_LARGE,
       });
     }
     const createdAt = isoNow(this.clock);
