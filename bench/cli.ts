@@ -6,7 +6,8 @@
  * side, through the old path: the sources compiled by tsx at every call
  * (`CLAWFLEET_FROM_SOURCE=1`). Calls run one at a time; the fleet stays up between
  * them, so `send` is the CLI's cost plus one warm turn (`send_task`: the task's own time,
- * created to finished, from its record).
+ * created to finished, from its record). Each call's CPU time is reported beside its wall
+ * time: on a loaded machine the wall time is as much the wait for a core.
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -50,7 +51,7 @@ export async function run(argv: readonly string[]): Promise<object> {
     await call(["--version"], env);
     progress("starting a one-node fleet (clawfleet up)");
     await startFleet(env, dataDir, cleanup);
-    const results = {} as Record<Path, Record<"version" | "send" | "send_task", LatencySummary>>;
+    const results: Partial<Record<Path, Results>> = {};
     for (const via of ["bundle", "tsx"] as const) {
       const runs = via === "bundle" ? params.runs : params.baselineRuns;
       if (runs === 0) continue;
@@ -66,25 +67,63 @@ export async function run(argv: readonly string[]): Promise<object> {
       params,
       machine: { ...machineInfo(), loadavg_at_start: loadBefore },
       git: await gitState(),
-      unit: "ms, wall time from spawn to exit of one call",
+      unit: "ms per call: wall (spawn to exit) and cpu (user + system, by GNU time); send_task: the task record's created → finished",
       results,
     };
   });
 }
 
+/**
+ * GNU time, when installed, reports each call's CPU time (user + system): on a loaded
+ * machine wall time measures the queue for a core as much as the CLI.
+ */
+const GNU_TIME = existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
+const CPU_MARK = "clawfleet-bench-cpu";
+
+interface Call {
+  readonly stdout: string;
+  readonly wallMs: number;
+  readonly cpuMs: number | null;
+}
+
 /** Runs `clawfleet ...args` to completion; rejects unless it exits 0. */
-function call(args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> {
+function call(args: readonly string[], env: NodeJS.ProcessEnv): Promise<Call> {
+  const argv = [CLI, ...args];
+  const [file, fileArgs] = GNU_TIME
+    ? [GNU_TIME, ["-f", `${CPU_MARK} %U %S`, process.execPath, ...argv]]
+    : [process.execPath, argv];
+  const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env, timeout: CALL_TIMEOUT_MS },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`clawfleet ${args.join(" ")}: ${err.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
+    execFile(file, fileArgs, { env, timeout: CALL_TIMEOUT_MS }, (err, stdout, stderr) => {
+      const wallMs = performance.now() - t0;
+      if (err) {
+        reject(new Error(`clawfleet ${args.join(" ")}: ${err.message}\n${stderr}`));
+        return;
+      }
+      const m = new RegExp(`${CPU_MARK} ([\\d.]+) ([\\d.]+)`).exec(stderr);
+      const cpuMs = m ? (Number(m[1]) + Number(m[2])) * 1000 : null;
+      resolve({ stdout, wallMs, cpuMs });
+    });
   });
+}
+
+/** Wall and CPU time of a series of calls. */
+class CallTimes {
+  readonly wall = new LatencyRecorder();
+  private readonly cpu = new LatencyRecorder();
+  private cpuSeen = false;
+
+  add(c: Call): void {
+    this.wall.record(c.wallMs);
+    if (c.cpuMs !== null) {
+      this.cpu.record(c.cpuMs);
+      this.cpuSeen = true;
+    }
+  }
+
+  summary(): { wall: LatencySummary; cpu: LatencySummary | null } {
+    return { wall: this.wall.summary(), cpu: this.cpuSeen ? this.cpu.summary() : null };
+  }
 }
 
 /**
@@ -97,21 +136,33 @@ async function measureSend(
   env: NodeJS.ProcessEnv,
   runs: number,
   params: Params,
-): Promise<{ send: LatencySummary; send_task: LatencySummary }> {
+): Promise<{ send: Timed; send_task: LatencySummary }> {
   const args = ["send", "--session", session, "--json", "hello"];
   for (let i = 0; i < params.warmup; i++) await call(args, env);
-  const wall = new LatencyRecorder();
+  const times = new CallTimes();
   const task = new LatencyRecorder();
   for (let i = 0; i < runs; i++) {
-    const out = await wall.time(() => call(args, env));
-    const record = JSON.parse(out) as { status: string; createdAt: string; finishedAt: string };
+    const c = await call(args, env);
+    times.add(c);
+    const record = JSON.parse(c.stdout) as {
+      status: string;
+      createdAt: string;
+      finishedAt: string;
+    };
     if (record.status !== "succeeded") throw new Error(`${label}: task ${record.status}`);
     task.record(Date.parse(record.finishedAt) - Date.parse(record.createdAt));
   }
-  const s = wall.summary();
+  const s = times.summary();
   const t = task.summary();
-  progress(`${label}: p50 ${s.p50} ms, p90 ${s.p90} ms; the task itself p50 ${t.p50} ms`);
+  progress(`${label}: ${line(s)}; the task itself p50 ${t.p50} ms`);
   return { send: s, send_task: t };
+}
+
+type Timed = ReturnType<CallTimes["summary"]>;
+
+function line(s: Timed): string {
+  const cpu = s.cpu ? `, CPU p50 ${s.cpu.p50} ms` : "";
+  return `wall p50 ${s.wall.p50} ms, p90 ${s.wall.p90} ms${cpu} (${s.wall.count} calls)`;
 }
 
 async function measure(
@@ -120,12 +171,12 @@ async function measure(
   env: NodeJS.ProcessEnv,
   runs: number,
   params: Params,
-): Promise<LatencySummary> {
+): Promise<Timed> {
   for (let i = 0; i < params.warmup; i++) await call(args, env);
-  const recorder = new LatencyRecorder();
-  for (let i = 0; i < runs; i++) await recorder.time(() => call(args, env));
-  const s = recorder.summary();
-  progress(`${label}: p50 ${s.p50} ms, p90 ${s.p90} ms (${s.count} calls)`);
+  const times = new CallTimes();
+  for (let i = 0; i < runs; i++) times.add(await call(args, env));
+  const s = times.summary();
+  progress(`${label}: ${line(s)}`);
   return s;
 }
 
@@ -160,13 +211,23 @@ async function startFleet(env: NodeJS.ProcessEnv, dataDir: string, cleanup: Clea
   }
 }
 
-function summarize(results: Partial<Record<Path, Record<string, LatencySummary>>>): void {
+interface Results {
+  readonly version: Timed;
+  readonly send: Timed;
+  readonly send_task: LatencySummary;
+}
+
+function summarize(results: Partial<Record<Path, Results>>): void {
   const { bundle, tsx } = results;
   if (!bundle) return;
-  for (const cmd of ["version", "send", "send_task"] as const) {
+  for (const cmd of ["version", "send"] as const) {
     const b = bundle[cmd];
     const t = tsx?.[cmd];
-    const versus = t ? `; tsx p50 ${t.p50} ms, ${round(t.p50 / b!.p50, 1)}× slower` : "";
-    progress(`${cmd}: bundle p50 ${b!.p50} ms / p90 ${b!.p90} ms${versus}`);
+    const cpu = b.cpu ? ` (CPU ${b.cpu.p50} ms)` : "";
+    const tcpu = t?.cpu ? ` (CPU ${t.cpu.p50} ms)` : "";
+    const versus = t
+      ? `; tsx p50 ${t.wall.p50} ms${tcpu}, ${round(t.wall.p50 / b.wall.p50, 1)}×`
+      : "";
+    progress(`${cmd}: bundle p50 ${b.wall.p50} ms${cpu} / p90 ${b.wall.p90} ms${versus}`);
   }
 }
