@@ -124,6 +124,18 @@ export async function run(argv: readonly string[]): Promise<object> {
       server_cpu_change: change(first.server_cpu_ms_per_task, last.server_cpu_ms_per_task),
       fleet_cpu_change: change(first.fleet_cpu_ms_per_task, last.fleet_cpu_ms_per_task),
     };
+    // The same with the median of three windows at each end: steadier on a shared machine.
+    const ends = (pick: (w: Window) => number) => {
+      const median = (ws: Window[]) =>
+        ws.map(pick).sort((a, b) => a - b)[Math.floor(ws.length / 2)]!;
+      const k = Math.min(3, Math.floor(windows.length / 2)) || 1;
+      return change(median(windows.slice(0, k)), median(windows.slice(-k)));
+    };
+    const medians = {
+      throughput_change: ends((w) => w.tasks_per_s),
+      server_cpu_change: ends((w) => w.server_cpu_ms_per_task),
+      fleet_cpu_change: ends((w) => w.fleet_cpu_ms_per_task),
+    };
     const within = (x: number | null, worse: 1 | -1) => x !== null && x * worse <= TOLERANCE;
     const report = {
       bench: "aging",
@@ -136,6 +148,7 @@ export async function run(argv: readonly string[]): Promise<object> {
       },
       params: { ...params, input: INPUT },
       windows,
+      median_first3_vs_last3: medians,
       first_vs_last: {
         ...verdict,
         tolerance: TOLERANCE,
@@ -146,7 +159,7 @@ export async function run(argv: readonly string[]): Promise<object> {
           within(verdict.fleet_cpu_change, 1),
       },
     };
-    process.stderr.write(summary(params, windows, report.first_vs_last));
+    process.stderr.write(summary(params, windows, report.first_vs_last, medians));
     return report;
   });
 }
@@ -167,6 +180,11 @@ function summary(
     fleet_cpu_change: number | null;
     holds: boolean;
   },
+  m: {
+    throughput_change: number | null;
+    server_cpu_change: number | null;
+    fleet_cpu_change: number | null;
+  },
 ): string {
   const pct = (x: number | null) =>
     x === null ? "-" : `${x > 0 ? "+" : ""}${round(x * 100, 1)} %`;
@@ -183,6 +201,7 @@ function summary(
     ),
     "",
     `  last vs first window: throughput ${pct(v.throughput_change)}, server CPU/task ${pct(v.server_cpu_change)}, fleet CPU/task ${pct(v.fleet_cpu_change)}`,
+    `  median of the last 3 vs the first 3: throughput ${pct(m.throughput_change)}, server CPU/task ${pct(m.server_cpu_change)}, fleet CPU/task ${pct(m.fleet_cpu_change)}`,
     `  goal (each within ${TOLERANCE * 100} %, in the worse direction): ${v.holds ? "holds" : "does not hold"}`,
     "",
   ];
