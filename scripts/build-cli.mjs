@@ -121,6 +121,8 @@ export async function buildCli() {
   const depthProbe = path.join(OUT, "id");
   try {
     const result = await build({
+      // Metafile paths are relative to this, whatever directory the CLI was started in.
+      absWorkingDir: ROOT,
       entryPoints: { main: ENTRY },
       outdir: tmp,
       outExtension: { ".js": ".mjs" },
