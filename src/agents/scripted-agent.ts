@@ -20,7 +20,7 @@
  * rejects never starts and is not counted, one whose op fails later is.
  */
 
-import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { access, appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -282,6 +282,9 @@ class ScriptedAgent {
         case "sleep":
           await sleep(op.ms, undefined, { signal: run.signal });
           return null;
+        case "wait":
+          await waitForFile(await resolveWorkspacePath(this.workspace, op.path), run.signal);
+          return null;
         case "effect":
           send({ type: "effect", step, kind: op.kind, payload: op.payload ?? null });
           return null;
@@ -370,6 +373,22 @@ class ScriptedAgent {
     // Write-then-rename: a crash mid-write must not leave a half file to be snapshotted.
     await writeFile(`${file}.tmp`, JSON.stringify(state));
     await rename(`${file}.tmp`, file);
+  }
+}
+
+/** How often the `wait` op looks for its file (polling works across bind mounts). */
+const WAIT_POLL_MS = 20;
+
+/** Resolves once `file` exists; rejects when `signal` aborts. */
+async function waitForFile(file: string, signal: AbortSignal): Promise<void> {
+  for (;;) {
+    try {
+      await access(file);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    await sleep(WAIT_POLL_MS, undefined, { signal });
   }
 }
 

@@ -32,6 +32,12 @@ const SleepOpSchema = z.strictObject({
     .min(0)
     .max(24 * 3600 * 1000),
 });
+/**
+ * Waits until the workspace file `path` exists: a barrier whoever holds the
+ * workspace releases (a test keeps a turn busy exactly as long as it needs).
+ * The turn's timeout bounds it; a cancel ends it.
+ */
+const WaitOpSchema = z.strictObject({ op: z.literal("wait"), path: PathField });
 const EffectOpSchema = z.strictObject({
   op: z.literal("effect"),
   // Same rule as the protocol's effect kind, so a script cannot make the agent send an invalid line.
@@ -75,6 +81,7 @@ const OP_SCHEMAS = {
   write: WriteOpSchema,
   read: ReadOpSchema,
   sleep: SleepOpSchema,
+  wait: WaitOpSchema,
   effect: EffectOpSchema,
   crash: CrashOpSchema,
   alloc: AllocOpSchema,
@@ -94,6 +101,7 @@ export const ScriptOpSchema = z.discriminatedUnion("op", [
   WriteOpSchema,
   ReadOpSchema,
   SleepOpSchema,
+  WaitOpSchema,
   EffectOpSchema,
   CrashOpSchema,
   AllocOpSchema,

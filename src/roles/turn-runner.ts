@@ -150,7 +150,7 @@ export class TurnRunner {
         await checkpoints.reset();
         resumeAfter = 0;
       }
-      if (resumeAfter === 0) {
+      if (resumeAfter === 0 && !committed) {
         const warm = input.warm;
         const current =
           !task.repair &&

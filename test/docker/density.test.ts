@@ -6,13 +6,17 @@
  * by a local workspace store), every task ends well, and nothing comes near
  * running the host (or a container) out of memory.
  *
- * The allocations are sized at run time from the measured footprint of an idle
- * agent, so that the start of task E needs about half an idle container freed
- * and E's own allocation then overshoots by about as much again. Together with
- * a wave of mixed priorities, the scripted allocations add up to about twice
- * the budget.
+ * The allocations are sized at run time from measured use, each by the turn
+ * that makes it on a container whose own footprint was measured just before
+ * (a first turn of its session starts it), so every estimate is a measurement
+ * of the same agent process: the start of task E needs about half an idle
+ * container freed, and E's session's next turn then overshoots the budget by
+ * about as much again. Busy turns hold their memory at a barrier (the agent's
+ * `wait` op) until the test has seen what it waits for, never for a fixed
+ * time. Together with a wave of mixed priorities, the scripted allocations add
+ * up to about twice the budget.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -141,6 +145,27 @@ function stepsDone(nc: NatsConnection, count: number) {
   })();
 }
 
+/** Lets the busy turn of `session` past its `wait` op (see {@link held}). */
+async function release(session: string): Promise<void> {
+  const h = pool.containers.find((c) => c.use.busy && c.use.session?.session === session);
+  if (h) await writeFile(path.join(h.workspaceDir, RELEASE), "");
+}
+
+/** A script that holds `mb` MiB until the test releases it, then replies `text`. */
+const held = (mb: number, text: string) =>
+  script({ op: "alloc", mb }, { op: "wait", path: RELEASE }, { op: "reply", text });
+
+const RELEASE = "release";
+
+/** `p`, or a failure saying `why` if it has not settled within `ms` (a verdict, never a pacing). */
+function failAfter<T>(p: Promise<T>, ms: number, why: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(why())), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 it("admits starts within the budget, sheds lowest priority first, loses no task, never runs short", async () => {
   // 1. Three sessions, one of each priority, leave reserved containers with an idle agent each.
   const a = await run("a", "hello", "low");
@@ -151,46 +176,73 @@ it("admits starts within the budget, sheds lowest priority first, loses no task,
   const idleMb = [a, b, c].map((t) => pool.budget.chargeOf(t.container!));
   const agentMb = idleMb.reduce((x, y) => x + y) / 3;
   const half = agentMb / 2;
+  const fits = (mb: number, footprint: number) => {
+    expect(mb + footprint).toBeGreaterThan(RESERVE_MB); // charged what it holds
+    expect(mb + footprint).toBeLessThan(CONTAINER_MB - 16); // and within its own limit
+  };
 
-  // 2. Four busy tasks take the budget to within half an agent of admitting one more start.
-  //    Three go first; the fourth's allocation is sized from what they were measured to hold,
-  //    so that only one agent's footprint is an estimate (footprints vary by a MiB or two
-  //    under load, and the window is one idle agent wide).
-  const busyScript = (s: string, mb: number) =>
-    script({ op: "alloc", mb }, { op: "sleep", ms: 10_000 }, { op: "reply", text: s });
-  const busyRun = (s: string, mb: number) => run(s, busyScript(s, mb), "high");
-  const target = LIMIT_MB - RESERVE_MB + half; // what the account should hold once all four run
-  const allocMb = Math.round((target - pool.budget.usedMb - 4 * agentMb) / 4);
-  const firstThree = stepsDone(await nats.connect(), 3);
-  const busy = ["d1", "d2", "d3"].map((s) => busyRun(s, allocMb));
-  await firstThree;
-  await pool.refresh();
-  const lastMb = Math.round(target - pool.budget.usedMb - agentMb);
-  for (const mb of [allocMb, lastMb]) {
-    expect(mb + agentMb).toBeGreaterThan(RESERVE_MB); // charged what they hold
-    expect(mb + agentMb).toBeLessThan(CONTAINER_MB - 16); // and within their own limit
-  }
-  const fourth = stepsDone(await nats.connect(), 1);
-  busy.push(busyRun("d4", lastMb));
-  await fourth;
-  await pool.refresh();
-  const over = pool.budget.usedMb + RESERVE_MB - LIMIT_MB;
-  expect(over).toBeGreaterThan(0);
-  expect(over).toBeLessThan(Math.min(...idleMb));
+  // Busy turns are released and awaited whatever happens: a failure never leaves them to
+  // reject unseen when the fleet stops.
+  const busy: Promise<TaskRecord>[] = [];
+  const hold = (session: string, mb: number) => {
+    const p = run(session, held(mb, session), "high");
+    p.catch(() => {});
+    busy.push(p);
+    return p;
+  };
+  const busySessions = ["d1", "d2", "d3", "d4", "e"];
+  try {
+    // 2. Four busy tasks take the budget to within half an agent of admitting one more start.
+    //    Three go first; the fourth runs on a container whose idle footprint was measured (its
+    //    session's first turn started it), with an allocation sized from the account, so no
+    //    footprint is an estimate.
+    const target = LIMIT_MB - RESERVE_MB + half; // what the account should hold once all four run
+    const allocMb = Math.round((target - pool.budget.usedMb - 4 * agentMb) / 4);
+    const firstThree = stepsDone(await nats.connect(), 3);
+    for (const s of ["d1", "d2", "d3"]) hold(s, allocMb);
+    await firstThree;
+    const d4 = await run("d4", "hello", "high");
+    await pool.refresh();
+    const d4Mb = pool.budget.chargeOf(d4.container!);
+    const lastMb = Math.round(target - pool.budget.usedMb);
+    fits(allocMb, agentMb);
+    fits(lastMb, d4Mb);
+    const fourth = stepsDone(await nats.connect(), 1);
+    hold("d4", lastMb);
+    await fourth;
+    await pool.refresh();
+    const over = pool.budget.usedMb + RESERVE_MB - LIMIT_MB;
+    expect(over).toBeGreaterThan(0);
+    expect(over).toBeLessThan(Math.min(...idleMb));
 
-  // 3. E's start must shed one container: the low-priority one. E's allocation then
-  //    overshoots by about half an agent: the normal one goes too; the high one stays.
-  const eAlloc = Math.round(RESERVE_MB + idleMb[0]! - agentMb);
-  const e = await run("e", script({ op: "alloc", mb: eAlloc }, { op: "sleep", ms: 600 }), "high");
-  expect(e.status).toBe("succeeded");
-  expect([a, b, c, e].map((t) => t.attempts)).toEqual([1, 1, 1, 1]);
-  expect(shed.slice(0, 2).map((s) => [s.id, s.reason])).toEqual([
-    [a.container, "start"],
-    [b.container, "pressure"],
-  ]);
-  for (const d of await Promise.all(busy)) {
-    expect(d.status).toBe("succeeded");
-    expect(d.attempts).toBe(1); // busy containers are never shed
+    // 3. E's start must shed one container: the low-priority one. E's session's next turn, on
+    //    the same container, allocates what takes the account half an agent past the budget:
+    //    the normal one goes too; the high one stays.
+    const e = await run("e", "hello", "high");
+    expect(e.status).toBe("succeeded");
+    expect(shed.map((s) => [s.id, s.reason])).toEqual([[a.container, "start"]]);
+    await pool.refresh();
+    const eMb = pool.budget.chargeOf(e.container!);
+    const eAlloc = Math.round(LIMIT_MB + half - pool.budget.usedMb);
+    fits(eAlloc, eMb);
+    const pressured = events.wait("shed", (ev) => ev.reason === "pressure");
+    const f = hold("e", eAlloc);
+    await failAfter(pressured, 30_000, () => `no pressure shed; sheds ${JSON.stringify(shed)}`);
+    for (const s of busySessions) await release(s);
+    const fDone = await f;
+    expect(fDone).toMatchObject({ status: "succeeded", container: e.container, attempts: 1 });
+    expect([a, b, c, d4, e].map((t) => t.attempts)).toEqual([1, 1, 1, 1, 1]);
+    expect(shed.map((s) => [s.id, s.reason])).toEqual([
+      [a.container, "start"],
+      [b.container, "pressure"],
+    ]);
+    for (const d of await Promise.all(busy)) {
+      expect(d.status).toBe("succeeded");
+      expect(d.attempts).toBe(1); // busy containers are never shed
+    }
+  } finally {
+    for (const s of busySessions) await release(s).catch(() => {});
+    await Promise.allSettled(busy);
   }
 
   // 4. A wave of mixed priorities, two at a time, whose allocations with the ones above add up
