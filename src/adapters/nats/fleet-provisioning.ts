@@ -80,6 +80,9 @@ export async function provisionStreams(
   for (const cfg of wanted) await racing(() => ensureStream(jsm, cfg));
 }
 
+/** Age at which the leases bucket drops a key nobody rewrote: far above any lease's TTL. */
+const LEASE_BUCKET_TTL_MS = 60 * 60_000;
+
 /** Creates (or opens) the fleet's KV buckets. */
 export function provisionKvBuckets(
   js: JetStreamClient,
@@ -93,7 +96,14 @@ export function provisionKvBuckets(
         kvm.create(s.buckets.tasks, { history: 1, ttl: retentionMs, storage: StorageType.File }),
         // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
         kvm.create(s.buckets.nodes, { history: 1, ttl: 10 * 60_000, storage: StorageType.File }),
-        kvm.create(s.buckets.leases, { history: 1, storage: StorageType.File }),
+        // Every finished task leaves its lease's delete marker (watchers must see the release).
+        // Live leases are rewritten every second, so a TTL far above any lease's only sweeps
+        // markers and leases long dead: the bucket stops growing with the fleet's history.
+        kvm.create(s.buckets.leases, {
+          history: 1,
+          ttl: LEASE_BUCKET_TTL_MS,
+          storage: StorageType.File,
+        }),
         kvm.create(s.buckets.checkpoints, {
           history: 1,
           ttl: retentionMs,
