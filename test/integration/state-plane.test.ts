@@ -81,6 +81,31 @@ describe("the state plane", () => {
     expect(listed.stdout).toContain("restore of version 2");
   });
 
+  it("runs a task without listing any keys, so its cost does not grow with the fleet's history", async () => {
+    // Warm: the session has versions, the orchestrator its consumers.
+    await fleet.client.run({ session: "lister", input: "one" });
+    const requests: string[] = [];
+    const sub = fleet.client.nc.subscribe("$JS.API.>", {
+      callback: (_err, m) => {
+        requests.push(m.subject);
+      },
+    });
+    await fleet.client.nc.flush();
+    // A step (checkpoint saved, then dropped), a turn's version, a restore on the next task.
+    const done = await fleet.client.run({
+      session: "lister",
+      input: script({ op: "write", path: "f.txt", text: "x" }, { op: "reply", text: "ok" }),
+    });
+    await fleet.client.run({ session: "mover", input: "swap" });
+    await fleet.client.run({ session: "lister", input: "three" });
+    await fleet.client.nc.flush();
+    sub.unsubscribe();
+    expect(done.status).toBe("succeeded");
+    // Key listings and watches are consumers on 2.9 (and filtered stream infos): none per task.
+    expect(requests.filter((s) => /CONSUMER\.(DURABLE\.)?CREATE|STREAM\.INFO/.test(s))).toEqual([]);
+    expect(requests.length).toBeGreaterThan(0);
+  });
+
   it("fails a turn that breaks the workspace rules, leaving the stored state as it was", async () => {
     await fleet.client.run({ session: "rules", input: "keep me" });
     const before = await versions("rules");
