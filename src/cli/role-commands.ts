@@ -146,7 +146,12 @@ export function registerRoleCommands(program: Command): void {
     .action(async (flags: RoleFlags) => {
       const options = await roleOptions(flags, false);
       const logger = pinoLogger(flags.logLevel);
-      const fleet = await startLocalFleet(options, { logger, autoInstallNats: flags.installNats });
+      // Ctrl-C stops the roles, then the server: the server must not get the SIGINT too.
+      const fleet = await startLocalFleet(options, {
+        logger,
+        autoInstallNats: flags.installNats,
+        detachServer: true,
+      });
       const pool = options.pools[0]!;
       process.stdout.write(
         [

@@ -3,12 +3,20 @@
  * and `status`, each one request to the public API.
  */
 import { type Command, Option } from "commander";
-import { ClawfleetError } from "../errors.js";
 import { isTerminalItem, type TimelineItem } from "../adapters/records/task-timeline.js";
-import type { Priority, TaskRecord } from "../protocol/api-schemas.js";
-import { int, printJson, withClient, withFleetFlags } from "./cli-common.js";
+import { ClawfleetError, ErrorCodes } from "../errors.js";
+import {
+  type Priority,
+  PrioritySchema,
+  RunRequestSchema,
+  SubmitRequestSchema,
+  TaskIdRequestSchema,
+  type TaskRecord,
+} from "../protocol/api-schemas.js";
+import { int, oneOf, printJson, withClient, withFleetFlags } from "./cli-common.js";
 import type { LocatorFlags } from "./fleet-locator.js";
 import { printStatus, printTask, printTimelineEvent } from "./print.js";
+import { checkRequest, type FieldNames } from "./request-check.js";
 
 interface SendFlags extends LocatorFlags {
   session: string;
@@ -19,6 +27,18 @@ interface SendFlags extends LocatorFlags {
   timeout?: number;
   wait?: number;
 }
+
+/** The request fields by the flags that set them. */
+const TASK_FIELDS: FieldNames = {
+  tenant: { flag: "--tenant" },
+  session: { flag: "--session" },
+  input: { flag: "the input" },
+  idempotencyKey: { flag: "--idempotency-key" },
+  priority: { flag: "--priority" },
+  timeoutMs: { flag: "--timeout", unit: "ms" },
+  waitMs: { flag: "--wait", unit: "ms" },
+  taskId: { flag: "the task id" },
+};
 
 function taskRequest(input: string[], f: SendFlags) {
   return {
@@ -31,15 +51,23 @@ function taskRequest(input: string[], f: SendFlags) {
   };
 }
 
+/** A task id as given, checked as the API would. */
+function taskId(id: string): string {
+  checkRequest(TaskIdRequestSchema, { taskId: id }, TASK_FIELDS);
+  return id;
+}
+
 function withTaskFlags(cmd: Command): Command {
   return withFleetFlags(cmd)
     .requiredOption("-s, --session <id>", "session id ([A-Za-z0-9_-], 1-128)")
     .option("-t, --tenant <id>", "tenant id (default: default)")
     .option("-k, --idempotency-key <key>", "the same key submits the same task once")
     .addOption(
-      new Option("-p, --priority <p>", "scheduling priority").choices(["low", "normal", "high"]),
+      new Option("-p, --priority <p>", "scheduling priority")
+        .choices(PrioritySchema.options)
+        .argParser(oneOf("--priority", PrioritySchema.options)),
     )
-    .option("--timeout <ms>", "turn deadline once running", int("--timeout"));
+    .option("--timeout <ms>", "turn deadline once running", int("--timeout", "number of ms"));
 }
 
 /** Registers the task commands. */
@@ -48,14 +76,20 @@ export function registerTaskCommands(program: Command): void {
     .description("run a task and print its output")
     .argument("<input...>", "the input text")
     .option("--json", "print the task record as JSON")
-    .option("--wait <ms>", "how long to wait for the result (default 60000)", int("--wait"))
+    .option(
+      "--wait <ms>",
+      "how long to wait for the result (default 60000)",
+      int("--wait", "number of ms"),
+    )
     .action(async (input: string[], f: SendFlags) => {
-      const task = await withClient(f, (c) => c.run({ ...taskRequest(input, f), waitMs: f.wait }));
+      const req = { ...taskRequest(input, f), waitMs: f.wait };
+      checkRequest(RunRequestSchema, req, TASK_FIELDS);
+      const task = await withClient(f, (c) => c.run(req));
       if (f.json) printJson(task);
       else if (task.status === "succeeded") process.stdout.write(`${task.output ?? ""}\n`);
       if (task.status !== "succeeded") {
         throw new ClawfleetError(
-          task.error?.code ?? "FAILED",
+          task.error?.code ?? ErrorCodes.FAILED,
           `task ${task.taskId} ${task.status}: ${task.error?.message ?? ""}`,
         );
       }
@@ -65,7 +99,9 @@ export function registerTaskCommands(program: Command): void {
     .description("submit a task and print its id")
     .argument("<input...>", "the input text")
     .action(async (input: string[], f: SendFlags) => {
-      const r = await withClient(f, (c) => c.submit(taskRequest(input, f)));
+      const req = taskRequest(input, f);
+      checkRequest(SubmitRequestSchema, req, TASK_FIELDS);
+      const r = await withClient(f, (c) => c.submit(req));
       process.stdout.write(`${r.taskId}\n`);
     });
 
@@ -73,8 +109,9 @@ export function registerTaskCommands(program: Command): void {
     .description("print a task's record")
     .argument("<taskId>")
     .option("--json", "print JSON")
-    .action(async (taskId: string, f: LocatorFlags & { json?: boolean }) => {
-      const task = await withClient(f, (c) => c.task(taskId));
+    .action(async (id: string, f: LocatorFlags & { json?: boolean }) => {
+      const req = taskId(id);
+      const task = await withClient(f, (c) => c.task(req));
       process.stdout.write(
         f.json ? `${JSON.stringify(task, null, 2)}\n` : printTask(task as TaskRecord),
       );
@@ -84,8 +121,9 @@ export function registerTaskCommands(program: Command): void {
     .description("print a task's timeline: submitted, placed, steps, effects, retries, the end")
     .argument("<taskId>")
     .option("--json", "print JSON")
-    .action(async (taskId: string, f: LocatorFlags & { json?: boolean }) => {
-      const t = await withClient(f, (c) => c.timeline(taskId));
+    .action(async (id: string, f: LocatorFlags & { json?: boolean }) => {
+      const req = taskId(id);
+      const t = await withClient(f, (c) => c.timeline(req));
       process.stdout.write(
         f.json ? `${JSON.stringify(t, null, 2)}\n` : t.events.map(printTimelineEvent).join(""),
       );
@@ -95,7 +133,8 @@ export function registerTaskCommands(program: Command): void {
     .description("follow a task's timeline live until it ends (exit 0 only if it succeeded)")
     .argument("<taskId>")
     .option("--json", "print one JSON line per event")
-    .action(async (taskId: string, f: LocatorFlags & { json?: boolean }) => {
+    .action(async (id: string, f: LocatorFlags & { json?: boolean }) => {
+      const task = taskId(id);
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once("SIGINT", onSignal);
@@ -103,7 +142,7 @@ export function registerTaskCommands(program: Command): void {
       try {
         await withClient(f, async (c) => {
           let last: TimelineItem | undefined;
-          for await (const e of c.watch(taskId, { signal: stop.signal })) {
+          for await (const e of c.watch(task, { signal: stop.signal })) {
             process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : printTimelineEvent(e));
             last = e;
           }
@@ -113,13 +152,13 @@ export function registerTaskCommands(program: Command): void {
             return;
           }
           // Ended without its terminal line (lost): the record says how it ended.
-          const ended = last && isTerminalItem(last) ? null : await c.task(taskId);
+          const ended = last && isTerminalItem(last) ? null : await c.task(task);
           const status = ended ? ended.status : last!.type;
           const error = ended ? ended.error : last?.error;
           if (status !== "succeeded") {
             throw new ClawfleetError(
-              error?.code ?? status.toUpperCase(),
-              `task ${taskId} ${status}${error ? `: ${error.message}` : ""}`,
+              error?.code ?? (status === "canceled" ? ErrorCodes.CANCELED : ErrorCodes.FAILED),
+              `task ${task} ${status}${error ? `: ${error.message}` : ""}`,
             );
           }
         });
@@ -132,8 +171,9 @@ export function registerTaskCommands(program: Command): void {
   withFleetFlags(program.command("cancel"))
     .description("cancel a task")
     .argument("<taskId>")
-    .action(async (taskId: string, f: LocatorFlags) => {
-      const task = await withClient(f, (c) => c.cancel(taskId));
+    .action(async (id: string, f: LocatorFlags) => {
+      const req = taskId(id);
+      const task = await withClient(f, (c) => c.cancel(req));
       process.stdout.write(printTask(task));
     });
 

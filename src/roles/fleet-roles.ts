@@ -138,11 +138,17 @@ export interface LocalFleet {
 /**
  * Starts a one-process fleet. Without `options.natsUrl` it starts nats-server
  * with its store under the data dir (installing it on Debian when
- * `autoInstallNats` is set) and writes `fleet.json`.
+ * `autoInstallNats` is set) and writes `fleet.json`. With `detachServer` the server runs
+ * in its own process group, so a terminal's Ctrl-C reaches only this process, which stops
+ * the roles and then the server (the CLI's `up`); without, the server shares our signals.
  */
 export async function startLocalFleet(
   options: ResolvedFleetOptions,
-  deps: RoleDeps & { autoInstallNats?: boolean; roles?: readonly RoleName[] } = {},
+  deps: RoleDeps & {
+    autoInstallNats?: boolean;
+    roles?: readonly RoleName[];
+    detachServer?: boolean;
+  } = {},
 ): Promise<LocalFleet> {
   const logger = deps.logger ?? silentLogger;
   let server: NatsServerHandle | null = null;
@@ -164,6 +170,7 @@ export async function startLocalFleet(
       pidFile: path.join(natsDir, "nats-server.pid"),
       logFile: path.join(natsDir, "nats-server.log"),
       logger,
+      ownProcessGroup: deps.detachServer ?? false,
     });
     natsUrl = server.url;
     logger.info({ url: natsUrl, pid: server.pid }, "embedded nats-server up");

@@ -43,6 +43,12 @@ export interface StartNatsServerOptions {
   startTimeoutMs?: number;
   /** How long stop waits after SIGTERM before SIGKILL. Default 5 000 ms. */
   stopGraceMs?: number;
+  /**
+   * Runs the server in its own process group, so a terminal's Ctrl-C (sent to the whole
+   * foreground group) does not reach it: for an owner that stops it itself on SIGINT,
+   * after its clients (`clawfleet up`). Default false: it gets its parent's signals.
+   */
+  ownProcessGroup?: boolean;
 }
 
 /**
@@ -113,7 +119,10 @@ export async function startNatsServer(options: StartNatsServerOptions): Promise<
   if (options.monitorPort !== undefined) {
     args.push("-m", String(options.monitorPort === 0 ? -1 : options.monitorPort));
   }
-  const child = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(binary, args, {
+    stdio: ["ignore", "ignore", "pipe"],
+    detached: options.ownProcessGroup ?? false,
+  });
   // Dying with our process beats leaving a server that holds the port and the store.
   const killOnParentExit = () => child.kill("SIGTERM");
   process.once("exit", killOnParentExit);
