@@ -59,8 +59,9 @@ function commanderFailure(err: CommanderError, command: string): Failure {
   // Help or the version was asked for and printed: not a failure.
   if (err.code === "commander.helpDisplayed" || err.code === "commander.version")
     return { exitCode: 0 };
-  // A command that needs a subcommand was given none: commander printed its help on stderr.
-  if (err.code === "commander.help") return { exitCode: USAGE_EXIT };
+  // Help printed by `clawfleet help` (exit 0), or on stderr for a command that needs a
+  // subcommand and was given none (commander says 1: a usage error).
+  if (err.code === "commander.help") return { exitCode: err.exitCode === 0 ? 0 : USAGE_EXIT };
   // Commander prefixes every message of its own with "error: "; the code says it already.
   const reason = err.message.replace(/^error: /, "");
   return {

@@ -55,6 +55,13 @@ describe("the error line", () => {
     expect(failureOf(new CommanderError(0, "commander.version", "0.1.0"))).toEqual({
       exitCode: 0,
     });
+    expect(failureOf(new CommanderError(0, "commander.help", "(outputHelp)"))).toEqual({
+      exitCode: 0,
+    });
+    // `clawfleet behavior` (no subcommand): help on stderr, a usage error.
+    expect(failureOf(new CommanderError(1, "commander.help", "(outputHelp)"))).toEqual({
+      exitCode: 2,
+    });
   });
 });
 
