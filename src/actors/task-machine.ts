@@ -8,11 +8,19 @@
  * are ignored, which fences a late or stale node off the record. Every attempt
  * gets a history entry; timeline lines are emitted for the runtime to publish.
  *
+ * A supervised task (the orchestrator's) does not go back to `queued` after a loss
+ * that may be the session's own fault until its supervisor has decided how the next
+ * attempt runs: the machine emits `heal` and waits, alongside the backoff, for
+ * `HEALED`. What that decision changes (start over from known-good, keep away from
+ * the containers the task died in) lives in the context, so every placement and
+ * dispatch reads it from one place. Losses of the fleet's own making (a lost node,
+ * lease or dispatch, a node stopping) are retried elsewhere without asking.
+ *
  * The machine decides; it performs no I/O itself. Dispatching goes through the
  * named `dispatch` actor and the runtime persists the record it derives from
  * each snapshot ({@link taskRecordOf}), so the machine is testable without NATS.
  */
-import { assign, emit, fromPromise, setup } from "xstate";
+import { assign, emit, enqueueActions, fromPromise, setup } from "xstate";
 import { ErrorCodes, type ErrorInfo, InternalError } from "../errors.js";
 import type { AttemptRecord, Priority, Rung, TaskRecord } from "../protocol/api-schemas.js";
 import type { DispatchReply, DispatchRequest } from "../protocol/fleet-messages.js";
@@ -26,6 +34,17 @@ export interface Placement {
   readonly container?: string;
 }
 
+/** How a supervisor answered a lost attempt (healing tiers 2, 3 and 4). */
+export type HealingDecision = "recreate" | "repair" | "quarantined";
+
+/** Codes of lost attempts that say nothing about the session itself: no tier is climbed. */
+export const INFRASTRUCTURE_FAILURES: ReadonlySet<string> = new Set([
+  ErrorCodes.NODE_LOST,
+  ErrorCodes.LEASE_LOST,
+  ErrorCodes.DISPATCH_FAILED,
+  ErrorCodes.NODE_STOPPING,
+]);
+
 /** Everything the task actor is created from: a record (new or reloaded) and its input. */
 export interface TaskMachineInput {
   /** The record; `history` may be missing on records written before it existed. */
@@ -35,6 +54,11 @@ export interface TaskMachineInput {
   readonly retryBackoffMs: number;
   /** ISO time now, from the runtime's injected clock. */
   readonly now: () => string;
+  /**
+   * Whether a supervisor answers each `heal` with `HEALED` (the orchestrator's tasks).
+   * Default false: a lost attempt is retried after the backoff alone.
+   */
+  readonly supervised?: boolean;
 }
 
 export interface TaskContext {
@@ -46,6 +70,17 @@ export interface TaskContext {
   placement: Placement | null;
   cancelRequested: boolean;
   lastError: ErrorInfo | null;
+  supervised: boolean;
+  /** A `heal` was emitted and its `HEALED` has not come: the task is not placed meanwhile. */
+  healing: boolean;
+  /** The backoff of the current retry has run out (placement waits for healing too). */
+  backoffElapsed: boolean;
+  /** Healing tier 3 asked that the next attempt start over from the last known-good version. */
+  repair: boolean;
+  /** Containers this task's attempts died in: the next placement keeps away from them. */
+  avoid: readonly string[];
+  /** The agent's last log lines from the last failed attempt (for a post-mortem). */
+  logTail: readonly string[];
 }
 
 export type TaskEvent =
@@ -53,10 +88,18 @@ export type TaskEvent =
   | { type: "STARTED"; attempt: number; behavior?: string }
   | { type: "STEP"; attempt: number; step: number }
   | { type: "SUCCEEDED"; attempt: number; output: string; at: string }
-  | { type: "FAILED"; attempt: number; error: ErrorInfo; retryable: boolean; at: string }
+  | {
+      type: "FAILED";
+      attempt: number;
+      error: ErrorInfo;
+      retryable: boolean;
+      at: string;
+      logTail?: readonly string[];
+    }
   | { type: "NODE_LOST"; node: string }
   | { type: "LEASE_LOST"; attempt: number }
   | { type: "QUARANTINE"; reason: string }
+  | { type: "HEALED"; decision: HealingDecision | null }
   | { type: "CANCEL" };
 
 /** A line of the task's timeline, as the orchestrator sees it. */
@@ -74,13 +117,26 @@ export interface TimelineEntry {
 export type TaskEmitted =
   | { type: "cancelOnNode"; node: string; taskId: string; attempt: number }
   | { type: "placementRejected"; placement: Placement; reason: string }
+  | { type: "heal"; lost: LostAttemptInfo }
   | { type: "timeline"; entry: TimelineEntry };
+
+/** The lost attempt a `heal` asks a supervisor about. */
+export interface LostAttemptInfo {
+  readonly tenant: string;
+  readonly session: string;
+  readonly taskId: string;
+  readonly attempt: number;
+  readonly error: ErrorInfo;
+  readonly logTail: readonly string[];
+}
 
 export interface DispatchInput {
   readonly record: TaskRecord;
   readonly input: string;
   readonly placement: Placement;
   readonly attempt: number;
+  /** Start over from the last known-good version with config and behaviour repaired (tier 3). */
+  readonly repair?: boolean;
 }
 
 /** The node's view of one dispatch: what the runtime sends for `input`. */
@@ -96,6 +152,7 @@ export function dispatchRequestOf(input: DispatchInput): DispatchRequest {
     rung: placement.rung,
     pool: placement.pool,
     container: placement.container,
+    ...(input.repair ? { repair: true } : {}),
   };
 }
 
@@ -166,6 +223,8 @@ export const taskMachine = setup({
     forAttempt,
     cancelRequested: ({ context }) => context.cancelRequested,
     canRetry: ({ context }) => context.record.attempts < context.maxAttempts,
+    healing: ({ context }) => context.healing,
+    backoffElapsed: ({ context }) => context.backoffElapsed,
     /** FAILED for this attempt that another attempt may survive, NODE_LOST for our node, or LEASE_LOST for this attempt. */
     attemptLost: ({ context, event }) => {
       if (event.type === "FAILED") return forAttempt({ context, event }) && event.retryable;
@@ -183,7 +242,43 @@ export const taskMachine = setup({
     })),
     recordLoss: assign(({ context, event }) => {
       const { error, at } = lossOf(context, event);
-      return { lastError: error, record: endAttempt(context.record, "lost", at, error) };
+      return {
+        lastError: error,
+        record: endAttempt(context.record, "lost", at, error),
+        logTail: event.type === "FAILED" ? (event.logTail ?? []) : [],
+      };
+    }),
+    askSupervisor: enqueueActions(({ context, enqueue }) => {
+      const error = context.lastError;
+      const needed =
+        context.supervised && error !== null && !INFRASTRUCTURE_FAILURES.has(error.code);
+      enqueue.assign({ healing: needed, backoffElapsed: false });
+      if (!needed) return;
+      const r = context.record;
+      enqueue.emit({
+        type: "heal" as const,
+        lost: {
+          tenant: r.tenant,
+          session: r.session,
+          taskId: r.taskId,
+          attempt: r.attempts,
+          error,
+          logTail: context.logTail,
+        },
+      });
+    }),
+    applyHealing: assign(({ context, event }) => {
+      if (event.type !== "HEALED" || !context.healing) return {};
+      const decision = event.decision;
+      const died = context.record.history.find(
+        (h) => h.attempt === context.record.attempts,
+      )?.container;
+      const keepAway = died !== undefined && decision !== null && decision !== "quarantined";
+      return {
+        healing: false,
+        repair: context.repair || decision === "repair",
+        avoid: keepAway && !context.avoid.includes(died) ? [...context.avoid, died] : context.avoid,
+      };
     }),
     timeline: emit((_, entry: TimelineEntry) => ({ type: "timeline" as const, entry })),
     quarantine: assign(({ context, event }) => ({
@@ -209,6 +304,12 @@ export const taskMachine = setup({
     placement: null,
     cancelRequested: false,
     lastError: null,
+    supervised: input.supervised ?? false,
+    healing: false,
+    backoffElapsed: false,
+    repair: false,
+    avoid: [],
+    logTail: [],
   }),
   initial: "init",
   states: {
@@ -232,12 +333,14 @@ export const taskMachine = setup({
           input: context.input,
           placement: context.placement!,
           attempt: context.record.attempts + 1,
+          repair: context.repair,
         }),
         onDone: [
           {
             guard: ({ event }) => event.output.accepted,
             target: "running",
             actions: [
+              assign({ repair: false }),
               assign({
                 record: ({ context, event }) => {
                   const p = context.placement!;
@@ -311,6 +414,8 @@ export const taskMachine = setup({
                 ...context.record,
                 attempts: context.record.attempts + 1,
               }),
+              // The node may have started it: that attempt had its repair.
+              repair: false,
               lastError: ({ event }) => ({
                 code: ErrorCodes.DISPATCH_FAILED,
                 message: errorMessage(event.error),
@@ -392,11 +497,14 @@ export const taskMachine = setup({
         },
       ],
     },
+    // Back to the queue once the backoff has run out and, for a supervised task, the
+    // supervisor has answered; either may come first.
     retrying: {
       entry: [
         assign({
           record: ({ context }) => ({ ...context.record, node: undefined, container: undefined }),
         }),
+        "askSupervisor",
         {
           type: "timeline",
           params: ({ context }) => ({
@@ -407,8 +515,20 @@ export const taskMachine = setup({
           }),
         },
       ],
-      after: { backoff: "queued" },
-      on: { CANCEL: "canceled", QUARANTINE: { target: "failed", actions: "quarantine" } },
+      after: {
+        backoff: [
+          { guard: "healing", actions: assign({ backoffElapsed: true }) },
+          { target: "queued" },
+        ],
+      },
+      on: {
+        HEALED: [
+          { guard: "backoffElapsed", target: "queued", actions: "applyHealing" },
+          { actions: "applyHealing" },
+        ],
+        CANCEL: "canceled",
+        QUARANTINE: { target: "failed", actions: "quarantine" },
+      },
     },
     succeeded: {
       type: "final",

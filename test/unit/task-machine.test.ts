@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { type Actor, createActor, fromPromise, SimulatedClock, waitFor } from "xstate";
 import {
   type DispatchInput,
+  dispatchRequestOf,
   type Placement,
   type TaskEmitted,
   type TimelineEntry,
@@ -35,7 +36,9 @@ const toC1: Placement = { node: "n1", pool: "default", container: "c1", rung: "w
 const toNew: Placement = { node: "n2", pool: "default", rung: "new" };
 
 /** A task actor on a simulated clock whose dispatches the test answers by hand. */
-function startTask(options: { record?: TaskRecord; maxAttempts?: number } = {}) {
+function startTask(
+  options: { record?: TaskRecord; maxAttempts?: number; supervised?: boolean } = {},
+) {
   const clock = new SimulatedClock();
   clock.set(T0);
   const dispatches: Array<{ input: DispatchInput; reply: Deferred<DispatchReply> }> = [];
@@ -56,6 +59,7 @@ function startTask(options: { record?: TaskRecord; maxAttempts?: number } = {}) 
       maxAttempts: options.maxAttempts ?? 3,
       retryBackoffMs: BACKOFF,
       now: () => new Date(clock.now()).toISOString(),
+      supervised: options.supervised,
     },
   });
   const emitted: TaskEmitted[] = [];
@@ -439,5 +443,93 @@ describe("taskMachine", () => {
     t.clock.increment(BACKOFF);
     await run(t);
     expect(recordOf(t.actor).startedAt).toBe(first);
+  });
+
+  describe("supervised (healing)", () => {
+    const crash = { code: ErrorCodes.AGENT_EXITED, message: "agent exited with code 1" };
+    const fail = (t: ReturnType<typeof startTask>, attempt: number, logTail?: string[]) =>
+      t.actor.send({ type: "FAILED", attempt, error: crash, retryable: true, at: at(), logTail });
+    const context = (t: ReturnType<typeof startTask>) => t.actor.getSnapshot().context;
+
+    it("asks its supervisor about a session's own failure and is placed only after both the answer and the backoff", async () => {
+      const t = startTask({ supervised: true });
+      await run(t);
+      fail(t, 1, ["boom"]);
+      expect(t.emitted).toEqual([
+        {
+          type: "heal",
+          lost: {
+            tenant: "acme",
+            session: "s1",
+            taskId: "task-1",
+            attempt: 1,
+            error: crash,
+            logTail: ["boom"],
+          },
+        },
+      ]);
+      t.clock.increment(BACKOFF * 10);
+      expect(stateOf(t.actor)).toBe("retrying");
+      t.actor.send({ type: "HEALED", decision: "recreate" });
+      expect(stateOf(t.actor)).toBe("queued");
+      // Tier 2 keeps the next attempt away from the container the task died in.
+      expect(context(t)).toMatchObject({ avoid: ["c1"], repair: false, healing: false });
+    });
+
+    it("waits out the backoff when the answer comes first; a repair goes with the next dispatch only", async () => {
+      const t = startTask({ supervised: true });
+      await run(t);
+      fail(t, 1);
+      t.actor.send({ type: "HEALED", decision: "repair" });
+      expect(stateOf(t.actor)).toBe("retrying");
+      t.clock.increment(BACKOFF - 1);
+      expect(stateOf(t.actor)).toBe("retrying");
+      t.clock.increment(1);
+      expect(stateOf(t.actor)).toBe("queued");
+      // Refused: the repair waits for an attempt that really starts.
+      const refused = await place(t, toNew, { accepted: false, reason: "full" }, "queued");
+      expect(refused.repair).toBe(true);
+      const second = await run(t);
+      expect(second.repair).toBe(true);
+      expect(dispatchRequestOf(second).repair).toBe(true);
+      expect(context(t).repair).toBe(false);
+      fail(t, 2);
+      t.actor.send({ type: "HEALED", decision: "recreate" });
+      t.clock.increment(BACKOFF * 2);
+      expect(stateOf(t.actor)).toBe("queued");
+      const third = await run(t);
+      expect(third.repair).toBe(false);
+      expect(dispatchRequestOf(third)).not.toHaveProperty("repair");
+    });
+
+    it("does not ask about losses of the fleet's own making", async () => {
+      const t = startTask({ supervised: true });
+      await run(t);
+      t.actor.send({ type: "NODE_LOST", node: "n1" });
+      t.clock.increment(BACKOFF);
+      expect(stateOf(t.actor)).toBe("queued");
+      expect(t.emitted).toEqual([]);
+      expect(context(t).avoid).toEqual([]);
+    });
+
+    it("fails when its session is quarantined while the supervisor decides", async () => {
+      const t = startTask({ supervised: true });
+      await run(t);
+      fail(t, 1);
+      // The supervisor quarantines the session (and so fails its open tasks) before it answers.
+      t.actor.send({ type: "QUARANTINE", reason: "quarantined" });
+      expect(stateOf(t.actor)).toBe("failed");
+      expect(recordOf(t.actor).error?.code).toBe(ErrorCodes.SESSION_QUARANTINED);
+    });
+
+    it("goes on without a decision when the supervisor could not answer", async () => {
+      const t = startTask({ supervised: true });
+      await run(t);
+      fail(t, 1);
+      t.clock.increment(BACKOFF);
+      t.actor.send({ type: "HEALED", decision: null });
+      expect(stateOf(t.actor)).toBe("queued");
+      expect(context(t)).toMatchObject({ avoid: [], repair: false });
+    });
   });
 });
