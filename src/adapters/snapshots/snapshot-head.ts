@@ -14,6 +14,10 @@
  * between its entry and the head leaves an entry the head does not list: it is
  * never `latest` (its caller saw no success), later writers skip its number, and
  * GC removes it once older than the grace period (`snapshot-gc.ts`).
+ *
+ * A head is as long as the session's retention (the fleet prunes to
+ * `snapshotKeepLast` plus the newest known-good, every tenth version): a store
+ * that never prunes keeps every version, and its heads grow with them.
  */
 import type { KV } from "@nats-io/kv";
 import { z } from "zod";
