@@ -5,7 +5,7 @@
  */
 import type { Subscription } from "@nats-io/nats-core";
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
-import { toErrorInfo } from "../errors.js";
+import { ErrorCodes, toErrorInfo } from "../errors.js";
 import type { TaskRecord } from "../protocol/api-schemas.js";
 import type { OrchestratorStatus } from "../protocol/fleet-messages.js";
 import { safeJson } from "./task-records.js";
@@ -35,7 +35,7 @@ export function serveControlRequests(nats: FleetNats, handlers: ControlHandlers)
         if (typeof taskId !== "string") {
           return void reply({
             ok: false,
-            error: { code: "INVALID_REQUEST", message: "taskId required" },
+            error: { code: ErrorCodes.INVALID_REQUEST, message: "taskId required" },
           });
         }
         handlers.cancel(taskId).then(

@@ -16,7 +16,7 @@ import { SnapshotStore, SQLITE_LIVE_FILES } from "../adapters/snapshots/snapshot
 import { ObjectWorkspaceStore } from "../adapters/workspace/object-workspace-store.js";
 import type { WorkspaceStore } from "../adapters/workspace/workspace-store.js";
 import { type Clock, every, isoNow, systemClock } from "../clock.js";
-import { toErrorInfo } from "../errors.js";
+import { ErrorCodes, RetryableError, toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import { type Logger, silentLogger } from "../logger.js";
 import {
@@ -128,7 +128,7 @@ export class FleetNode {
     if (signal.aborted) {
       this.forget(handle);
       await handle.stop();
-      throw new Error("stopped while starting");
+      throw new RetryableError(ErrorCodes.NODE_STOPPING, "the node stopped while starting");
     }
     return handle;
   }
@@ -304,9 +304,9 @@ export class FleetNode {
   }): void {
     const reply = (r: DispatchReply) => msg.respond(JSON.stringify(r));
     const parsed = DispatchRequestSchema.safeParse(safeJson(msg));
-    if (!parsed.success) return void reply({ accepted: false, reason: "INVALID_REQUEST" });
+    if (!parsed.success) return void reply({ accepted: false, reason: ErrorCodes.INVALID_REQUEST });
     const req = parsed.data;
-    if (this.stopping) return void reply({ accepted: false, reason: "NODE_STOPPING" });
+    if (this.stopping) return void reply({ accepted: false, reason: ErrorCodes.NODE_STOPPING });
     const pool = this.poolRefs().find(([p]) => p.name === req.pool)?.[1];
     if (!pool) return void reply({ accepted: false, reason: "NO_SUCH_POOL" });
     const ctx = pool.getSnapshot().context;

@@ -4,7 +4,7 @@
  */
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { type Clock, isoNow } from "../clock.js";
-import { NotFoundError } from "../errors.js";
+import { ErrorCodes, NotFoundError } from "../errors.js";
 import { isTerminal, type TaskRecord, TaskRecordSchema } from "../protocol/api-schemas.js";
 import type { Submission } from "../protocol/fleet-messages.js";
 
@@ -42,7 +42,7 @@ export async function cancelUnopened(
     ...record,
     status: "canceled",
     finishedAt: isoNow(clock),
-    error: { code: "CANCELED", message: "canceled by request" },
+    error: { code: ErrorCodes.CANCELED, message: "canceled by request" },
   };
   await kv.update(taskId, JSON.stringify(canceled), entry.revision);
   await nats.js.publish(nats.subjects.result(taskId), JSON.stringify(canceled), { msgID: taskId });

@@ -32,7 +32,7 @@ import { LeaseLostError, TaskLease } from "../adapters/records/task-lease.js";
 import type { WorkspaceStore } from "../adapters/workspace/workspace-store.js";
 import { agentRuntime } from "../agents/agent-runtime.js";
 import { type Clock, every, isoNow } from "../clock.js";
-import { ClawfleetError, RetryableError, toErrorInfo } from "../errors.js";
+import { ClawfleetError, ErrorCodes, RetryableError, toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import type { SessionEntry, TaskEvent } from "../protocol/fleet-messages.js";
@@ -360,10 +360,13 @@ export class TurnRunner {
 /** The error a turn ended with; why the turn was stopped wins over how it surfaced. */
 function asTurnError(err: unknown, stop: AbortSignal, lease: AbortSignal): ClawfleetError {
   if (stop.aborted && stop.reason === "shutdown") {
-    return new RetryableError("NODE_STOPPING", "the node stopped while running the turn");
+    return new RetryableError(ErrorCodes.NODE_STOPPING, "the node stopped while running the turn");
   }
   if (lease.aborted)
     return new LeaseLostError("the task's lease was taken over while the turn ran");
   if (err instanceof ClawfleetError) return err;
-  return new RetryableError("INTERNAL", (err as Error)?.message ?? String(err), { cause: err });
+  // Retryable, but bounded: the task's attempts run out (ATTEMPTS_EXHAUSTED) if it recurs.
+  return new RetryableError(ErrorCodes.INTERNAL, (err as Error)?.message ?? String(err), {
+    cause: err,
+  });
 }

@@ -17,6 +17,7 @@
  * writeFileSync("ladder.svg", renderChart(report));
  * ```
  */
+import { InternalError } from "../errors.js";
 import { Recorder } from "./metrics.js";
 import { createPolicy } from "./policies.js";
 import { EventClock } from "./sim-clock.js";
@@ -121,7 +122,7 @@ async function runPolicy(
   const node = new SimNode(clock, o, {
     task: (taskId) => {
       const m = byTask.get(taskId);
-      if (!m) throw new Error(`unknown task ${taskId}`);
+      if (!m) throw new InternalError(`unknown task ${taskId}`);
       return {
         stateMB: stateMB.get(`${m.tenant}/${m.session}`) ?? 0,
         followUp: m.index > 0,

@@ -19,6 +19,7 @@ import {
 import { announcePool, poolMachine, refuseStart } from "../actors/pool-machine.js";
 import type { ContainerHandle } from "../adapters/agent-link/pool-adapter.js";
 import { type Clock, isoNow } from "../clock.js";
+import { ErrorCodes, InternalError, RetryableError } from "../errors.js";
 import { type PoolProfile, resolvePoolProfile } from "../fleet-options.js";
 import type { DispatchReply, DispatchRequest, NodeHeartbeat } from "../protocol/fleet-messages.js";
 import type { ResolvedSimOptions } from "./sim-options.js";
@@ -45,7 +46,7 @@ class SimHandle implements ContainerHandle {
     this.workspaceDir = `/sim/${id}`;
   }
   async runTurn(): Promise<string> {
-    throw new Error("simulated turns go through runTask");
+    throw new InternalError("simulated turns go through runTask");
   }
   onExit(): () => void {
     return () => {};
@@ -61,7 +62,7 @@ const delay = (clock: Clock, ms: number, signal?: AbortSignal) =>
     const timer = clock.setTimeout(() => resolve(), ms);
     signal?.addEventListener("abort", () => {
       clock.clearTimeout(timer);
-      reject(new Error(`aborted: ${String(signal.reason)}`));
+      reject(new RetryableError(ErrorCodes.CANCELED, `aborted: ${String(signal.reason)}`));
     });
   });
 

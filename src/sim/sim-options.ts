@@ -3,6 +3,7 @@
  * shape of its report. Times are milliseconds of simulated time; sizes are megabytes.
  */
 import { z } from "zod";
+import { ConfigError } from "../errors.js";
 
 /** The placement policies the simulator compares. */
 export const PolicyNameSchema = z.enum(["ladder", "any-free", "pinned"]);
@@ -94,7 +95,8 @@ export type ResolvedSimOptions = Readonly<z.output<typeof SimOptionsSchema>>;
 /** Validates `options` and applies the defaults; throws a readable error when invalid. */
 export function resolveSimOptions(options: SimOptions = {}): ResolvedSimOptions {
   const parsed = SimOptionsSchema.safeParse(options);
-  if (!parsed.success) throw new Error(`invalid sim options: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new ConfigError(`invalid sim options: ${z.prettifyError(parsed.error)}`);
   return Object.freeze(parsed.data);
 }
 

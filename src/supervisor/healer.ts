@@ -4,27 +4,19 @@
  * post-mortem at the last tier, and keeps the set of quarantined sessions
  * current from KV so new tasks of one fail at once.
  */
+import type { HealingDecision, LostAttemptInfo } from "../actors/task-machine.js";
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { QuarantineRegistry } from "../adapters/records/quarantine-registry.js";
 import { readTimeline } from "../adapters/records/task-timeline.js";
 import { type Clock, isoNow } from "../clock.js";
-import type { ErrorInfo } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import { type SessionHealthView, SessionSupervisor } from "./session-supervisor.js";
 
-/** A lost attempt, as the scheduler reports it. */
-export interface LostAttempt {
-  readonly tenant: string;
-  readonly session: string;
-  readonly taskId: string;
-  readonly attempt: number;
-  readonly error: ErrorInfo;
-  readonly logTail: readonly string[];
-}
+/** A lost attempt, as a task actor reports it. */
+export type LostAttempt = LostAttemptInfo;
 
-/** How the next attempt should run, or that there is none. */
-export type HealingDecision = "recreate" | "repair" | "quarantined";
+export type { HealingDecision };
 
 /** Each decision's tier and a line for the task's timeline. */
 export const HEALING_TIERS: Readonly<

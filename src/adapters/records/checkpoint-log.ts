@@ -13,7 +13,7 @@
  * resumes from: a fenced-off attempt fails its commit and leaves them alone.
  */
 import type { KV } from "@nats-io/kv";
-import { TerminalError } from "../../errors.js";
+import { ErrorCodes, TerminalError } from "../../errors.js";
 import { isCasConflict } from "../nats/nats-retry.js";
 import { LeaseLostError } from "./task-lease.js";
 
@@ -93,14 +93,14 @@ export class CheckpointLog {
     const expected = this.value.steps.length + 1;
     if (step.step !== expected) {
       throw new TerminalError(
-        "AGENT_PROTOCOL",
+        ErrorCodes.AGENT_PROTOCOL,
         `step ${step.step} out of order: expected step ${expected}`,
       );
     }
     const size = Buffer.byteLength(JSON.stringify(step.output ?? null));
     if (size > MAX_STEP_OUTPUT_BYTES) {
       throw new TerminalError(
-        "STEP_OUTPUT_TOO_LARGE",
+        ErrorCodes.STEP_OUTPUT_TOO_LARGE,
         `step ${step.step} output is ${size} bytes; the limit is ${MAX_STEP_OUTPUT_BYTES}`,
       );
     }

@@ -8,7 +8,7 @@
  */
 import { JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { RetryableError, ValidationError } from "../../errors.js";
+import { ErrorCodes, RetryableError, ValidationError } from "../../errors.js";
 import { isCasConflict } from "../nats/nats-retry.js";
 import { forEachLimit } from "./async-limit.js";
 import { ChunkStore } from "./chunk-store.js";
@@ -21,7 +21,6 @@ import {
   type Manifest,
   type VersionInfo,
 } from "./snapshot-manifest.js";
-import { SnapshotErrorCodes } from "./workspace-rules.js";
 
 /** A version (or checkpoint) entry with the KV revision it was read at. */
 export interface StoredEntry {
@@ -112,7 +111,7 @@ export class SnapshotCatalog {
       return info;
     }
     throw new RetryableError(
-      SnapshotErrorCodes.SNAPSHOT_STORE_ERROR,
+      ErrorCodes.SNAPSHOT_STORE_ERROR,
       `could not mark ${key}: too many writers`,
     );
   }

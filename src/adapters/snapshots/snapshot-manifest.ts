@@ -13,13 +13,12 @@
 import { promisify } from "node:util";
 import { gunzip, gzip } from "node:zlib";
 import { z } from "zod";
-import { TerminalError } from "../../errors.js";
+import { ErrorCodes, TerminalError } from "../../errors.js";
 import {
   checkFileSize,
   checkWorkspaceSize,
   isSafeRelativePath,
   lexicalSymlinkTarget,
-  SnapshotErrorCodes,
   type SnapshotLimits,
 } from "./workspace-rules.js";
 
@@ -146,7 +145,7 @@ export function checkManifest(manifest: Manifest, limits: Readonly<SnapshotLimit
   const { entries, chunkSize } = manifest;
   if (entries.length > limits.maxFiles) {
     throw new TerminalError(
-      SnapshotErrorCodes.TOO_MANY_FILES,
+      ErrorCodes.TOO_MANY_FILES,
       `the snapshot has ${entries.length} entries, more than the limit of ${limits.maxFiles}`,
     );
   }
@@ -155,7 +154,7 @@ export function checkManifest(manifest: Manifest, limits: Readonly<SnapshotLimit
   for (const e of entries) {
     if (!isSafeRelativePath(e.path)) {
       throw new TerminalError(
-        SnapshotErrorCodes.PATH_ESCAPE,
+        ErrorCodes.PATH_ESCAPE,
         `unsafe path in snapshot: ${JSON.stringify(e.path)}`,
       );
     }
@@ -169,7 +168,7 @@ export function checkManifest(manifest: Manifest, limits: Readonly<SnapshotLimit
       const kind = types.get(parent);
       if (kind !== "dir") {
         throw new TerminalError(
-          SnapshotErrorCodes.PATH_ESCAPE,
+          ErrorCodes.PATH_ESCAPE,
           `${e.path} would be written through ${kind === undefined ? "a missing directory" : `a ${kind}`} (${parent})`,
         );
       }
@@ -183,7 +182,7 @@ export function checkManifest(manifest: Manifest, limits: Readonly<SnapshotLimit
       }
     } else if (e.type === "symlink" && lexicalSymlinkTarget(e.path, e.target) === null) {
       throw new TerminalError(
-        SnapshotErrorCodes.SYMLINK_ESCAPE,
+        ErrorCodes.SYMLINK_ESCAPE,
         `symlink ${e.path} -> ${e.target} leaves the workspace`,
       );
     }
@@ -192,7 +191,7 @@ export function checkManifest(manifest: Manifest, limits: Readonly<SnapshotLimit
 
 export function corrupt(message: string, cause?: unknown): TerminalError {
   return new TerminalError(
-    SnapshotErrorCodes.SNAPSHOT_CORRUPT,
+    ErrorCodes.SNAPSHOT_CORRUPT,
     message,
     cause === undefined ? undefined : { cause },
   );

@@ -73,7 +73,7 @@ export {
 } from "./snapshot-store-options.js";
 export type { SnapshotOptions } from "./snapshot-writer.js";
 export { SQLITE_LIVE_FILES } from "./workspace-exclude.js";
-export { SnapshotErrorCodes, type SnapshotLimits } from "./workspace-rules.js";
+export type { SnapshotLimits } from "./workspace-rules.js";
 
 const MiB = 1024 * 1024;
 

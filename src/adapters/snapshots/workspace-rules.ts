@@ -21,12 +21,6 @@ import path from "node:path";
 import { z } from "zod";
 import { ConfigError, ErrorCodes, TerminalError } from "../../errors.js";
 
-/**
- * @deprecated The codes live in the one registry, `ErrorCodes` of errors.ts; this
- * name is kept for the modules that still import it.
- */
-export const SnapshotErrorCodes = ErrorCodes;
-
 const MiB = 1024 * 1024;
 
 /** Size and count limits of one workspace, checked on snapshot and on restore. */

@@ -123,7 +123,8 @@ export class LocalWorkspaceStore implements WorkspaceStore {
   }
 
   private checkpointDir(tenant: string, session: string, taskId: string): string {
-    if (!ID.test(taskId)) throw new TerminalError(ErrorCodes.WORKSPACE_ERROR, `invalid task id: ${taskId}`);
+    if (!ID.test(taskId))
+      throw new TerminalError(ErrorCodes.WORKSPACE_ERROR, `invalid task id: ${taskId}`);
     // Session ids never contain dots, so this cannot collide with a session's directory.
     return path.join(
       path.dirname(this.sessionDir(tenant, session)),
@@ -154,7 +155,11 @@ export async function emptyDir(dir: string): Promise<void> {
 
 function wrap(op: string, err: unknown): ClawfleetError {
   if (err instanceof ClawfleetError) return err;
-  return new TerminalError(ErrorCodes.WORKSPACE_ERROR, `workspace ${op} failed: ${(err as Error).message}`, {
-    cause: err,
-  });
+  return new TerminalError(
+    ErrorCodes.WORKSPACE_ERROR,
+    `workspace ${op} failed: ${(err as Error).message}`,
+    {
+      cause: err,
+    },
+  );
 }

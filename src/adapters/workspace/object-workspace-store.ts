@@ -18,10 +18,7 @@
  * `-wal` can never sit beside a restored database.
  */
 import { ClawfleetError, ErrorCodes } from "../../errors.js";
-import {
-  type SnapshotStore,
-  type VersionInfo,
-} from "../snapshots/snapshot-store.js";
+import type { SnapshotStore, VersionInfo } from "../snapshots/snapshot-store.js";
 import { emptyDir } from "./local-workspace-store.js";
 import type { WorkspaceStore } from "./workspace-store.js";
 
@@ -64,8 +61,7 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
       );
       this.lineage.set(dir, { tenant, session, version: info.version });
     } catch (err) {
-      if (!(err instanceof ClawfleetError && err.code === ErrorCodes.SNAPSHOT_NOT_FOUND))
-        throw err;
+      if (!(err instanceof ClawfleetError && err.code === ErrorCodes.SNAPSHOT_NOT_FOUND)) throw err;
       this.lineage.delete(dir);
       await emptyDir(dir);
     }
