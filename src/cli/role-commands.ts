@@ -111,29 +111,70 @@ function withRoleFlags(cmd: Command): Command {
     );
 }
 
-/** Runs until a signal, then stops the roles cleanly. */
-async function serve(stopAll: () => Promise<void>, log: Logger): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: string) => {
-      log.info({ signal: sig }, "stopping");
-      stopAll().then(resolve, resolve);
-    };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+/** The stop signals of a long-running command; see {@link watchStopSignals}. */
+interface StopSignals {
+  /** Resolves with the first SIGINT or SIGTERM. */
+  readonly received: Promise<NodeJS.Signals>;
+  dispose(): void;
+}
+
+/**
+ * Takes over SIGINT and SIGTERM before anything starts. Whoever waits for the
+ * ready line may signal the moment it appears; a handler installed after printing
+ * it would leave a window in which the default action kills the process outright,
+ * with nothing stopped. The first signal starts the stop; later ones are logged.
+ */
+function watchStopSignals(log: Logger): StopSignals {
+  let fire: (sig: NodeJS.Signals) => void = () => {};
+  const received = new Promise<NodeJS.Signals>((resolve) => {
+    fire = resolve;
   });
+  let seen = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    log.info({ signal: sig }, seen ? "already stopping" : "stopping");
+    if (!seen) fire(sig);
+    seen = true;
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return {
+    received,
+    dispose: () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    },
+  };
+}
+
+/** Runs until a stop signal, then stops the roles cleanly. */
+async function serve(signals: StopSignals, stopAll: () => Promise<void>): Promise<void> {
+  await signals.received;
+  try {
+    await stopAll();
+  } finally {
+    signals.dispose();
+  }
 }
 
 async function runRoles(roles: RoleName[], flags: RoleFlags): Promise<void> {
   const options = await roleOptions(flags, true);
   const logger = pinoLogger(flags.logLevel);
+  const signals = watchStopSignals(logger);
   const running: RunningRole[] = [];
-  for (const r of roles) running.push(await startRole(r, options, { logger }));
+  const stopAll = async () => {
+    for (const r of running.reverse()) await r.stop();
+  };
+  try {
+    for (const r of roles) running.push(await startRole(r, options, { logger }));
+  } catch (err) {
+    await stopAll();
+    signals.dispose();
+    throw err;
+  }
   process.stdout.write(
     `clawfleet ${roles.join(" + ")} ${options.nodeId} connected to ${options.natsUrl}\n`,
   );
-  await serve(async () => {
-    for (const r of running.reverse()) await r.stop();
-  }, logger);
+  await serve(signals, stopAll);
 }
 
 /** Registers `up`, `node`, `orchestrator` and `gateway`. */
@@ -146,11 +187,15 @@ export function registerRoleCommands(program: Command): void {
     .action(async (flags: RoleFlags) => {
       const options = await roleOptions(flags, false);
       const logger = pinoLogger(flags.logLevel);
+      const signals = watchStopSignals(logger);
       // Ctrl-C stops the roles, then the server: the server must not get the SIGINT too.
       const fleet = await startLocalFleet(options, {
         logger,
         autoInstallNats: flags.installNats,
         detachServer: true,
+      }).catch((err) => {
+        signals.dispose();
+        throw err;
       });
       const pool = options.pools[0]!;
       process.stdout.write(
@@ -163,7 +208,7 @@ export function registerRoleCommands(program: Command): void {
           "",
         ].join("\n"),
       );
-      await serve(() => fleet.stop(), logger);
+      await serve(signals, () => fleet.stop());
     });
 
   for (const role of ["node", "orchestrator", "gateway"] as const) {

@@ -56,11 +56,14 @@ export class CliProcess implements AsyncDisposable {
     );
   }
 
-  /** Starts `clawfleet ...args` and resolves once its stdout contains `readyText`. */
+  /**
+   * Starts `clawfleet ...args` and resolves once its stdout (or, with `readyOn`,
+   * its stderr) contains `readyText`.
+   */
   static async start(
     args: string[],
     readyText: string,
-    options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+    options: { cwd?: string; env?: NodeJS.ProcessEnv; readyOn?: "stdout" | "stderr" } = {},
   ): Promise<CliProcess> {
     const child = spawn(process.execPath, [CLI, ...args], {
       cwd: options.cwd,
@@ -69,13 +72,15 @@ export class CliProcess implements AsyncDisposable {
     });
     const p = new CliProcess(child);
     await new Promise<void>((resolve, reject) => {
+      const stream = options.readyOn === "stderr" ? child.stderr : child.stdout;
+      const text = () => (options.readyOn === "stderr" ? p.stderrText : p.stdoutText);
       const onData = () => {
-        if (p.stdoutText.includes(readyText)) {
-          child.stdout?.off("data", onData);
+        if (text().includes(readyText)) {
+          stream?.off("data", onData);
           resolve();
         }
       };
-      child.stdout?.on("data", onData);
+      stream?.on("data", onData);
       p.exited.then((code) =>
         reject(new Error(`clawfleet ${args[0]} exited ${code} before ready:\n${p.stderrText}`)),
       );

@@ -317,6 +317,46 @@ describe("clawfleet up", () => {
   });
 });
 
+describe("clawfleet up and its stop signals", () => {
+  // A signal may come the moment `up` shows a sign of life (a supervisor that gave up
+  // waiting, a test that saw the ready line): it must stop the fleet, never kill it.
+  it("stops cleanly when signalled while it is still starting", async () => {
+    const cwd = await mkdtemp(path.join(tmpdir(), "clawfleet-up-early-"));
+    try {
+      const up = await CliProcess.start(["up", "--log-level", "info"], "nats-server ready", {
+        cwd,
+        readyOn: "stderr",
+      });
+      expect(await up.stop("SIGTERM")).toBe(0);
+      expect(up.exitSignal).toBeNull();
+      expect(up.stderr).toContain('"msg":"stopping"');
+      expect(existsSync(path.join(cwd, ".clawfleet", "fleet.json"))).toBe(false);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it("takes a second signal while it stops without dying of it", async () => {
+    const cwd = await mkdtemp(path.join(tmpdir(), "clawfleet-up-twice-"));
+    try {
+      const up = await CliProcess.start(["up", "--log-level", "info"], "Ctrl-C stops the fleet.", {
+        cwd,
+      });
+      const stopping = new Promise<void>((resolve) =>
+        up.child.stderr?.on("data", () => {
+          if (up.stderr.includes('"msg":"stopping"')) resolve();
+        }),
+      );
+      up.child.kill("SIGTERM");
+      await stopping;
+      expect(await up.stop("SIGTERM")).toBe(0);
+      expect(up.exitSignal).toBeNull();
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("clawfleet sim", () => {
   it("reports its progress on stderr, its table on stdout", async () => {
     const r = await runCli(["sim", "--users", "3", "--hours", "1"]);
