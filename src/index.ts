@@ -1,62 +1,11 @@
 /**
- * clawfleet's public API. Everything not exported here is internal and may change.
+ * clawfleet's public API, by plane (see docs/architecture.md). Everything not
+ * exported here is internal and may change. (Kept in this order by hand: biome's
+ * import sorting is off for this file.)
  */
 
-export { containerMachine, containerStateOf } from "./actors/container-machine.js";
-export { orchestratorMachine } from "./actors/orchestrator-machine.js";
-export {
-  type Claims,
-  decidePlacement,
-  type FleetView,
-  type LadderDecision,
-} from "./actors/placement-ladder.js";
-export { poolMachine } from "./actors/pool-machine.js";
-// Actors, for embedding and simulation
-export { type Placement, statusOfState, taskMachine, taskRecordOf } from "./actors/task-machine.js";
-export {
-  AgentConnection,
-  type AgentConnectionOptions,
-} from "./adapters/agent-link/agent-connection.js";
-export type {
-  ContainerHandle,
-  ContainerSpec,
-  ExitInfo,
-  PoolAdapter,
-  TurnHooks,
-} from "./adapters/agent-link/pool-adapter.js";
-// NATS plumbing
-export { connectFleet, type FleetNats, type FleetNatsOptions } from "./adapters/nats/fleet-nats.js";
-export {
-  ensureNatsServer,
-  findNatsServer,
-  installHint,
-} from "./adapters/nats/nats-server-binary.js";
-export {
-  type NatsServerHandle,
-  type StartNatsServerOptions,
-  startNatsServer,
-} from "./adapters/nats/nats-server-process.js";
-export {
-  ProcessPool,
-  type ProcessPoolOptions,
-  processPoolAvailableSandbox,
-} from "./adapters/process/process-pool.js";
-export { type BehaviorSet, BehaviorStore } from "./adapters/records/behavior-store.js";
-export type { PostMortem } from "./adapters/records/quarantine-registry.js";
-export {
-  SnapshotStore,
-  type SnapshotStoreOptions,
-  SQLITE_LIVE_FILES,
-  type VersionInfo,
-} from "./adapters/snapshots/snapshot-store.js";
-export { LocalWorkspaceStore } from "./adapters/workspace/local-workspace-store.js";
-export {
-  ObjectWorkspaceStore,
-  type ObjectWorkspaceStoreOptions,
-} from "./adapters/workspace/object-workspace-store.js";
-export type { WorkspaceStore } from "./adapters/workspace/workspace-store.js";
+// ---- Cross-cutting: errors, clock, logging, options ---------------------------------
 export { type Clock, systemClock } from "./clock.js";
-// Cross-cutting
 export {
   AgentError,
   ClawfleetError,
@@ -72,7 +21,6 @@ export {
   TimeoutError,
   ValidationError,
 } from "./errors.js";
-// Running a fleet
 export {
   type FleetOptions,
   type PoolProfile,
@@ -81,14 +29,9 @@ export {
   resolveFleetOptions,
   resolvePoolProfile,
 } from "./fleet-options.js";
-export { ApiService, type ApiServiceDeps } from "./gateway/api-service.js";
-// Talking to a fleet
-export { FleetClient, type FleetClientOptions } from "./gateway/fleet-client.js";
-// Supervision
-export type { FleetTree } from "./gateway/fleet-tree.js";
-export { taskIdForKey } from "./gateway/task-submitter.js";
 export { type Logger, silentLogger } from "./logger.js";
-// Agents and pools
+
+// ---- Protocol: the wire schemas ------------------------------------------------------
 export {
   type AgentMessage,
   AgentMessageSchema,
@@ -120,6 +63,30 @@ export {
   type FleetSubjects,
   fleetSubjects,
 } from "./protocol/fleet-subjects.js";
+
+// ---- Edge: talking to a fleet --------------------------------------------------------
+export { ApiService, type ApiServiceDeps } from "./gateway/api-service.js";
+export { FleetClient, type FleetClientOptions } from "./gateway/fleet-client.js";
+export type { FleetTree } from "./gateway/fleet-tree.js";
+export { taskIdForKey } from "./gateway/task-submitter.js";
+
+// ---- Control: actors, placement, roles, supervision ----------------------------------
+export { containerMachine, containerStateOf } from "./actors/container-machine.js";
+export { orchestratorMachine } from "./actors/orchestrator-machine.js";
+export {
+  type Claims,
+  decidePlacement,
+  type FleetView,
+  type LadderDecision,
+} from "./actors/placement-ladder.js";
+export { poolMachine } from "./actors/pool-machine.js";
+export {
+  type HealingDecision,
+  type Placement,
+  statusOfState,
+  taskMachine,
+  taskRecordOf,
+} from "./actors/task-machine.js";
 export { FleetNode, type FleetNodeDeps } from "./roles/fleet-node.js";
 export { FleetOrchestrator, type FleetOrchestratorDeps } from "./roles/fleet-orchestrator.js";
 export {
@@ -130,7 +97,55 @@ export {
   startLocalFleet,
   startRole,
 } from "./roles/fleet-roles.js";
-// Simulation
+export { RestartIntensity } from "./supervisor/restart-intensity.js";
+export { type HealingOptions, SessionSupervisor } from "./supervisor/session-supervisor.js";
+
+// ---- Runtime: pools, containers, the agent link --------------------------------------
+export {
+  AgentConnection,
+  type AgentConnectionOptions,
+} from "./adapters/agent-link/agent-connection.js";
+export type {
+  ContainerHandle,
+  ContainerSpec,
+  ExitInfo,
+  PoolAdapter,
+  TurnHooks,
+} from "./adapters/agent-link/pool-adapter.js";
+export {
+  ProcessPool,
+  type ProcessPoolOptions,
+  processPoolAvailableSandbox,
+} from "./adapters/process/process-pool.js";
+
+// ---- State: NATS, records, snapshots, workspaces -------------------------------------
+export { connectFleet, type FleetNats, type FleetNatsOptions } from "./adapters/nats/fleet-nats.js";
+export {
+  ensureNatsServer,
+  findNatsServer,
+  installHint,
+} from "./adapters/nats/nats-server-binary.js";
+export {
+  type NatsServerHandle,
+  type StartNatsServerOptions,
+  startNatsServer,
+} from "./adapters/nats/nats-server-process.js";
+export { type BehaviorSet, BehaviorStore } from "./adapters/records/behavior-store.js";
+export type { PostMortem } from "./adapters/records/quarantine-registry.js";
+export {
+  SnapshotStore,
+  type SnapshotStoreOptions,
+  SQLITE_LIVE_FILES,
+  type VersionInfo,
+} from "./adapters/snapshots/snapshot-store.js";
+export { LocalWorkspaceStore } from "./adapters/workspace/local-workspace-store.js";
+export {
+  ObjectWorkspaceStore,
+  type ObjectWorkspaceStoreOptions,
+} from "./adapters/workspace/object-workspace-store.js";
+export type { WorkspaceStore } from "./adapters/workspace/workspace-store.js";
+
+// ---- Simulation ----------------------------------------------------------------------
 export {
   renderChart,
   renderTable,
@@ -138,5 +153,3 @@ export {
   type SimOptions,
   type SimReport,
 } from "./sim/index.js";
-export { RestartIntensity } from "./supervisor/restart-intensity.js";
-export { type HealingOptions, SessionSupervisor } from "./supervisor/session-supervisor.js";
