@@ -87,6 +87,21 @@ describe("layering", () => {
     expect(violations).toEqual([]);
   });
 
+  it("keeps benches on src/ and the shared test harness, never on test files", async () => {
+    const BENCH = path.resolve(SRC, "../bench");
+    const TEST = path.resolve(SRC, "../test");
+    const bad: string[] = [];
+    for (const file of await sourceFiles(BENCH)) {
+      for (const spec of importsOf(await readFile(file, "utf8"))) {
+        const target = path.resolve(path.dirname(file), spec);
+        if (target.startsWith(`${TEST}/`) && !target.startsWith(`${TEST}/harness/`)) {
+          bad.push(`${path.relative(BENCH, file)} -> ${spec}`);
+        }
+      }
+    }
+    expect(bad).toEqual([]);
+  });
+
   it("catches an import that runs back up", () => {
     expect(forbids("supervisor", "gateway")).toBe(true);
     expect(forbids("adapters/nats", "adapters/snapshots")).toBe(true);

@@ -86,7 +86,10 @@ export async function nodeRuntimeFiles(nodePath: string = process.execPath) {
   return { binary, libs: [...libs].sort() };
 }
 
-/** The reference agent and its dependencies (better-sqlite3 included) as one ES module. */
+/**
+ * The reference agent and its pure-JS dependencies as one ES module (better-sqlite3,
+ * native and optional, is left out).
+ */
 export async function bundleAgent(): Promise<Buffer> {
   try {
     return Buffer.from(await buildAgent());
