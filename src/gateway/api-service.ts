@@ -142,6 +142,9 @@ export class ApiService {
         metadata: { schema: "json" },
       });
     }
+    // Up means answering: once the server has our subscriptions (a flush round trip), a
+    // request from any other connection finds them instead of "no responders".
+    await nats.nc.flush();
     log.info({ subject: `${nats.subjects.api}.*` }, "api service up");
     return new ApiService(service);
   }
