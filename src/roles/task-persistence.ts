@@ -9,6 +9,7 @@
  */
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { isCasConflict } from "../adapters/nats/nats-retry.js";
+import { CheckpointLog } from "../adapters/records/checkpoint-log.js";
 import { taskLeaseKey } from "../adapters/records/task-lease.js";
 import { toErrorInfo } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -57,9 +58,12 @@ export class TaskPersistence {
       );
       t.msg?.ack();
       t.msg = null;
-      // The task is over: its lease and checkpoints have nothing left to guard.
+      // The task is over: its lease has nothing left to guard, and its checkpoint log is
+      // closed, so an attempt dispatched too late cannot run the turn again.
       await kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
-      await kv.checkpoints.delete(record.taskId).catch(() => {});
+      await this.retry(() => CheckpointLog.close(kv.checkpoints, record.taskId)).catch((err) =>
+        this.log.warn({ err: toErrorInfo(err), taskId: record.taskId }, "checkpoint close failed"),
+      );
     });
     return t.writing;
   }

@@ -241,4 +241,16 @@ describe("a turn whose attempts overlap", () => {
       committed: { version: 2 },
     });
   });
+
+  // A dispatch that got no answer counts as a spent attempt, and the next one may finish the
+  // task; the node can still start the spent one afterwards. The orchestrator closes the log
+  // when the task ends (an absent log would have let that attempt run the turn over again).
+  it("an attempt that starts after its task ended finds the log closed and leaves the session alone", async () => {
+    const [a, b] = await Promise.all([side("node-a"), side("node-b")]);
+    expect((await run(b, task("s4", 2))).ok).toBe(true);
+    await CheckpointLog.close(fleet.kv.checkpoints, "task-s4");
+    const late = await run(a, task("s4", 1));
+    expect(late.ok).toBe(false);
+    expect(await settled("s4")).toMatchObject({ ...once("s4"), versions: [1] });
+  });
 });

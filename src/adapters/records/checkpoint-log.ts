@@ -33,6 +33,8 @@ export interface CheckpointValue {
   readonly steps: readonly CheckpointStep[];
   /** Set once the session's files after the last step are saved (`version`, if versioned). */
   readonly committed?: { readonly version?: number };
+  /** The task has ended: no attempt may open the log again (see {@link CheckpointLog.close}). */
+  readonly ended?: true;
 }
 
 /** Largest step output kept in a checkpoint (it is replayed to the agent on resume). */
@@ -55,6 +57,9 @@ export class CheckpointLog {
   ): Promise<CheckpointLog> {
     const entry = await kv.get(taskId);
     const prev = entry?.operation === "PUT" ? entry.json<CheckpointValue>() : null;
+    if (prev?.ended) {
+      throw new LeaseLostError(`task ${taskId} has ended: attempt ${attempt} comes too late`);
+    }
     if (prev && prev.attempt > attempt) {
       throw new LeaseLostError(
         `task ${taskId}: attempt ${prev.attempt} already took over from ${attempt}`,
@@ -153,6 +158,18 @@ export class CheckpointLog {
   async reset(): Promise<void> {
     const { committed: _, ...rest } = this.value;
     await this.write({ ...rest, steps: [] });
+  }
+
+  /**
+   * Closes a task's log for good when the task ends (the orchestrator's last word). A
+   * dispatch the task's record counts as spent may still reach a node after that; the
+   * attempt it starts finds the log ended and stops before it touches the session,
+   * where an absent log would have let it run the turn over again. The bucket's TTL
+   * removes the small tombstone.
+   */
+  static async close(kv: KV, taskId: string): Promise<void> {
+    const tombstone: CheckpointValue = { taskId, attempt: 0, owner: "", steps: [], ended: true };
+    await kv.put(taskId, JSON.stringify(tombstone));
   }
 
   /** Reads a task's log without opening it. */
