@@ -4,40 +4,36 @@
  * ends succeeded, its record, result, session files and effects agree, and
  * each effect is stored once.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
-import { ChaosFleet, FAST_LIVENESS, range, script } from "../harness/chaos-fleet.js";
+import { FAST_LIVENESS, range, script } from "../harness/chaos-fleet.js";
+import { roundsScript, useChaosFleet } from "./chaos-scenario.js";
 
 const ROUNDS = 3;
-const opsFor = (session: string) => [
-  ...range(1, ROUNDS).flatMap((n) => [
-    { op: "write", path: "journal.txt", text: `${session} ${n}\n`, append: true },
-    { op: "effect", kind: "notify", payload: { session, n } },
-    { op: "sleep", ms: 300 },
-  ]),
-  { op: "reply", text: `${session} done` },
-];
-const STEPS = opsFor("x").length;
-const effectSteps = range(1, ROUNDS).map((n) => 3 * n - 1);
+const roundsFor = (session: string) =>
+  roundsScript({
+    rounds: ROUNDS,
+    file: "journal.txt",
+    line: (n) => `${session} ${n}\n`,
+    effect: { kind: "notify", payload: (n) => ({ session, n }) },
+    sleepMs: () => 300,
+    tail: [{ op: "reply", text: `${session} done` }],
+  });
+const opsFor = (session: string) => roundsFor(session).ops;
+const { steps: STEPS, effectSteps } = roundsFor("x");
 
 describe("chaos: nats-server restarted mid-run", () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
-    fleet = await ChaosFleet.start({
-      nodes: ["node-a", "node-b"],
-      config: {
-        ...FAST_LIVENESS,
-        pools: [{ minIdle: 2, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
-      },
-      idlePerNode: 2,
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+  const chaos = useChaosFleet({
+    nodes: ["node-a", "node-b"],
+    config: {
+      ...FAST_LIVENESS,
+      pools: [{ minIdle: 2, max: 2, agentHeartbeatMs: 200, missedHeartbeats: 5 }],
+    },
+    idlePerNode: 2,
   });
 
   it("loses no task, no result and no effect, and sends none twice", async () => {
+    const fleet = chaos();
     const running = ["run-1", "run-2", "run-3", "run-4"];
     const late = ["late-1", "late-2"];
     const ids = new Map<string, string>();

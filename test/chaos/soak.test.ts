@@ -33,11 +33,12 @@
  *   on two cores, alone or within the whole suite.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
-import { ChaosFleet, script } from "../harness/chaos-fleet.js";
+import { type ChaosFleet, script } from "../harness/chaos-fleet.js";
 import type { FleetEvent } from "../harness/fleet-observer.js";
 import { FaultInjector, type FaultKind, Rng, seedFrom } from "./chaos-faults.js";
+import { useChaosFleet } from "./chaos-scenario.js";
 
 /** The plan CI runs, so a red soak is a change in the code, not in the dice. */
 const DEFAULT_SEED = 20261123;
@@ -116,11 +117,9 @@ function plan(rng: Rng, session: string, index: number, force: FaultKind | null)
 }
 
 describe(`chaos: seeded soak (seed ${SEED}${SOAK_MS > 0 ? `, ${SOAK_MS} ms` : ""})`, () => {
-  let fleet: ChaosFleet;
-
-  beforeAll(async () => {
+  const chaos = useChaosFleet(() => {
     console.log(`soak: seed ${SEED} (${REPLAY})`);
-    fleet = await ChaosFleet.start({
+    return {
       nodes: NODES,
       config: {
         nodeHeartbeatMs: 200,
@@ -149,15 +148,13 @@ describe(`chaos: seeded soak (seed ${SEED}${SOAK_MS > 0 ? `, ${SOAK_MS} ms` : ""
         ],
       },
       idlePerNode: 2,
-    });
-  });
-  afterAll(async () => {
-    await fleet?.[Symbol.asyncDispose]();
+    };
   });
 
   it(
     "loses no task, duplicates no effect, and never turns a session's counter back",
     async () => {
+      const fleet = chaos();
       const injector = new FaultInjector(fleet);
       const root = new Rng(SEED);
       const started = Date.now();
