@@ -143,7 +143,7 @@ export {
   ObjectWorkspaceStore,
   type ObjectWorkspaceStoreOptions,
 } from "./adapters/workspace/object-workspace-store.js";
-export type { WorkspaceStore } from "./adapters/workspace/workspace-store.js";
+export type { SaveOptions, WorkspaceStore } from "./adapters/workspace/workspace-store.js";
 
 // ---- Simulation ----------------------------------------------------------------------
 export {

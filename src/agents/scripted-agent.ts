@@ -262,6 +262,7 @@ class ScriptedAgent {
       const output = await this.runOp(run, op, step);
       if (op.op === "behavior") replies.push(String(output));
       run.throwIfCanceled();
+      if (!input.checkpoint) continue;
       send({ type: "step", step, name: op.op, output });
       await run.waitAck(step);
     }

@@ -117,7 +117,14 @@ export type ScriptOp = z.output<typeof ScriptOpSchema>;
 export const ScriptInputSchema = z.object({ script: z.array(ScriptOpSchema).max(MAX_SCRIPT_OPS) });
 
 /** What a turn's input turned out to be. */
-export type AgentInput = { kind: "text"; text: string } | { kind: "script"; ops: ScriptOp[] };
+export type AgentInput =
+  | { kind: "text"; text: string }
+  /**
+   * `checkpoint: false` (the script's `"checkpoint": false`) runs the ops without
+   * reporting steps, as a one-shot CLI agent would: nothing is checkpointed, and a
+   * resumed attempt runs the whole script again.
+   */
+  | { kind: "script"; ops: ScriptOp[]; checkpoint: boolean };
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -151,8 +158,11 @@ export function parseAgentInput(input: string): AgentInput {
       `script has ${script.length} ops; at most ${MAX_SCRIPT_OPS} are allowed`,
     );
   }
+  if (Object.hasOwn(json, "checkpoint") && typeof json.checkpoint !== "boolean") {
+    throw new TerminalError(ErrorCodes.INVALID_SCRIPT, '"checkpoint" must be true or false');
+  }
   const ops = script.map((raw: unknown, index) => parseOp(raw, index));
-  return { kind: "script", ops };
+  return { kind: "script", ops, checkpoint: json.checkpoint !== false };
 }
 
 function parseOp(raw: unknown, index: number): ScriptOp {

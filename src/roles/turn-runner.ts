@@ -221,15 +221,24 @@ export class TurnRunner {
       // Still ours? A holder that lost its lease must not overwrite the session's files; and
       // right before the save lands, no newer attempt may have opened the checkpoint log.
       await this.retry(() => lease!.renew());
+      // The version lands pending: until the commit below it is not the session's files, so
+      // a newer attempt that opens the log meanwhile starts from what this turn started from,
+      // even with no step checkpointed, never from this turn's own writes.
       const version =
         (await this.retry(() =>
-          store.save(tenant, session, handle.workspaceDir, () =>
-            this.retry(() => checkpoints.hold()),
-          ),
+          store.save(tenant, session, handle.workspaceDir, {
+            precommit: () => this.retry(() => checkpoints.hold()),
+            pending: true,
+          }),
         )) ?? undefined;
       // The commit point. A newer attempt that opened the log since fails this (LEASE_LOST): the
       // task and its checkpoint files are that attempt's, and it resumes from them.
       await this.retry(() => checkpoints.commit(version));
+      // Committed: the version is the session's files. A crash before this is covered: an
+      // attempt that finds the log committed restores exactly that version.
+      if (version !== undefined && store.confirm) {
+        await this.retry(() => store.confirm!(tenant, session, version));
+      }
       await this.register({
         tenant,
         session,

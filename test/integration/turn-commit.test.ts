@@ -26,7 +26,7 @@ import { ProcessPool } from "../../src/adapters/process/process-pool.js";
 import { CheckpointLog } from "../../src/adapters/records/checkpoint-log.js";
 import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
 import { ObjectWorkspaceStore } from "../../src/adapters/workspace/object-workspace-store.js";
-import type { WorkspaceStore } from "../../src/adapters/workspace/workspace-store.js";
+import type { SaveOptions, WorkspaceStore } from "../../src/adapters/workspace/workspace-store.js";
 import { systemClock } from "../../src/clock.js";
 import { resolvePoolProfile } from "../../src/fleet-options.js";
 import { silentLogger } from "../../src/logger.js";
@@ -38,8 +38,9 @@ import { NatsServer } from "../harness/nats-server.js";
 const TENANT = "default";
 const profile = resolvePoolProfile({ sandbox: "none", agentHeartbeatMs: 200, missedHeartbeats: 5 });
 const options = { leaseRenewMs: 200, leaseTtlMs: 5000, syncIntervalMs: 0 };
-const script = (session: string) =>
+const script = (session: string, checkpoint = true) =>
   JSON.stringify({
+    ...(checkpoint ? {} : { checkpoint: false }),
     script: [
       { op: "write", path: "journal.txt", text: `${session} 1\n`, append: true },
       { op: "effect", kind: "notify", payload: { n: 1 } },
@@ -87,8 +88,11 @@ class GatedStore implements WorkspaceStore {
   restore(tenant: string, session: string, dir: string, version?: number) {
     return this.pass("restore", () => this.inner.restore(tenant, session, dir, version));
   }
-  save(tenant: string, session: string, dir: string, precommit?: () => Promise<void>) {
-    return this.pass("save", () => this.inner.save(tenant, session, dir, precommit));
+  save(tenant: string, session: string, dir: string, options?: SaveOptions) {
+    return this.pass("save", () => this.inner.save(tenant, session, dir, options));
+  }
+  confirm(tenant: string, session: string, version: number) {
+    return this.inner.confirm!(tenant, session, version);
   }
   isCurrent(tenant: string, session: string, dir: string) {
     return this.inner.isCurrent(tenant, session, dir);
@@ -160,12 +164,12 @@ describe("a turn whose attempts overlap", () => {
       s.store,
     );
 
-  const task = (session: string, attempt: number): DispatchRequest => ({
+  const task = (session: string, attempt: number, checkpoint = true): DispatchRequest => ({
     taskId: `task-${session}`,
     attempt,
     tenant: TENANT,
     session,
-    input: script(session),
+    input: script(session, checkpoint),
     rung: "idle",
     pool: profile.name,
   });
@@ -193,13 +197,17 @@ describe("a turn whose attempts overlap", () => {
    * the checkpoint log) and is held right before it restores the workspace;
    * attempt 1 runs to its end; then attempt 2 does.
    */
-  const overlap = async (session: string, first: (store: GatedStore) => Gate) => {
+  const overlap = async (
+    session: string,
+    first: (store: GatedStore) => Gate,
+    checkpoint = true,
+  ) => {
     const [a, b] = await Promise.all([side("node-a"), side("node-b")]);
     const held = first(a.store);
-    const one = run(a, task(session, 1));
+    const one = run(a, task(session, 1, checkpoint));
     await held.reached.promise;
     const restoring = b.store.gate(["restore", "restoreCheckpoint"], "before");
-    const two = run(b, task(session, 2));
+    const two = run(b, task(session, 2, checkpoint));
     await restoring.reached.promise;
     held.release.resolve();
     const outcome1 = await one;
@@ -240,6 +248,18 @@ describe("a turn whose attempts overlap", () => {
       attempt: 2,
       committed: { version: 2 },
     });
+  });
+
+  // An agent that checkpoints no step (a one-shot CLI agent) leaves attempt 2 nothing to resume
+  // from: it starts the turn over. Attempt 1's version is still pending then (not the session's
+  // files until its commit), so attempt 2 starts from what attempt 1 started from.
+  it("a turn with no checkpointed step: attempt 1 saved, then attempt 2 opened the log: each write once", async () => {
+    const r = await overlap("s5", (store) => store.gate(["save"], "after"), false);
+    expect(r.outcome1.ok).toBe(false);
+    expect(r.outcome2.ok).toBe(true);
+    expect(r.settled).toMatchObject({ ...once("s5"), versions: [1, 2] });
+    const pending = (await snapshots.versions(TENANT, "s5")).find((v) => v.version === 1);
+    expect(pending?.knownGood).toBe(false);
   });
 
   // A dispatch that got no answer counts as a spent attempt, and the next one may finish the

@@ -189,6 +189,23 @@ describe("scripted agent", () => {
     expect(await state(ws)).toEqual({ turns: 1, lastTaskId: "t1" });
   });
 
+  it("runs a script with checkpoint false as one step-less turn: effects, no steps", async () => {
+    const h = await start(path.join(scratch, "ws"));
+    const r = await run(
+      h,
+      turn("no-steps", {
+        checkpoint: false,
+        script: [
+          { op: "write", path: "a.txt", text: "x" },
+          { op: "effect", kind: "mail", payload: 1 },
+          { op: "reply", text: "done" },
+        ],
+      }),
+    );
+    expect(r.events).toEqual(["effect 2 mail 1"]);
+    expect(await readFile(path.join(scratch, "ws", "a.txt"), "utf8")).toBe("x");
+  });
+
   it("answers bad scripts with coded terminal errors and stays usable", async () => {
     const ws = path.join(scratch, "ws");
     const h = await start(ws);
@@ -256,7 +273,11 @@ describe("scripted-script", () => {
     for (const input of ["hello", "", "[1,2]", "null", '{"scripts":[]}', "{bad json"]) {
       expect(parseAgentInput(input)).toEqual({ kind: "text", text: input });
     }
-    expect(parseAgentInput('{"script":[]}')).toEqual({ kind: "script", ops: [] });
+    expect(parseAgentInput('{"script":[]}')).toEqual({ kind: "script", ops: [], checkpoint: true });
+    expect(parseAgentInput('{"script":[],"checkpoint":false}')).toMatchObject({
+      checkpoint: false,
+    });
+    expect(() => parseAgentInput('{"script":[],"checkpoint":"no"}')).toThrow(/checkpoint/);
   });
 
   it("checks paths lexically", () => {

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { cp, mkdir, readdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { ClawfleetError, ErrorCodes, TerminalError } from "../../errors.js";
-import type { WorkspaceStore } from "./workspace-store.js";
+import type { SaveOptions, WorkspaceStore } from "./workspace-store.js";
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -36,7 +36,7 @@ export class LocalWorkspaceStore implements WorkspaceStore {
     tenant: string,
     session: string,
     dir: string,
-    precommit?: () => Promise<void>,
+    options: SaveOptions = {},
   ): Promise<undefined> {
     const final = this.sessionDir(tenant, session);
     const parent = path.dirname(final);
@@ -54,7 +54,7 @@ export class LocalWorkspaceStore implements WorkspaceStore {
       return abandon(wrap("save", err));
     }
     // The caller's verdict passes as it is (a lost lease, a NATS hiccup to retry).
-    await precommit?.().catch(abandon);
+    await options.precommit?.().catch(abandon);
     try {
       let hadOld = true;
       await rename(final, old).catch((err: NodeJS.ErrnoException) => {

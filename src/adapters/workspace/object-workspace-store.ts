@@ -6,7 +6,8 @@
  * - `restore` puts the session's latest known-good version (or the version asked
  *   for) into the workspace (an empty workspace for a new session);
  * - `save` (after a successful turn) snapshots the workspace as the next version,
- *   marked known-good at once, then prunes old versions when `keepLast` is set;
+ *   marked known-good at once, or (`pending`) once `confirm` says the turn is
+ *   committed, then prunes old versions when `keepLast` is set;
  * - checkpoints of a running task are snapshots kept apart from the session's
  *   versions (`ck.` keys): they never become `latest`, so a failed task leaves the
  *   session's files as they were; the task's own retries restore them.
@@ -20,7 +21,7 @@
 import { ClawfleetError, ErrorCodes } from "../../errors.js";
 import type { SnapshotStore, VersionInfo } from "../snapshots/snapshot-store.js";
 import { emptyDir } from "./local-workspace-store.js";
-import type { WorkspaceStore } from "./workspace-store.js";
+import type { SaveOptions, WorkspaceStore } from "./workspace-store.js";
 
 /** Options of an {@link ObjectWorkspaceStore}. */
 export interface ObjectWorkspaceStoreOptions {
@@ -71,9 +72,14 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
     tenant: string,
     session: string,
     dir: string,
-    precommit?: () => Promise<void>,
+    options: SaveOptions = {},
   ): Promise<number> {
-    return (await this.saveVersion(tenant, session, dir, precommit)).version;
+    return (await this.saveVersion(tenant, session, dir, options)).version;
+  }
+
+  /** The pending version becomes the latest known-good: what the session's next turn gets. */
+  async confirm(tenant: string, session: string, version: number): Promise<void> {
+    await this.snapshots.markKnownGood(tenant, session, version);
   }
 
   async isCurrent(tenant: string, session: string, dir: string): Promise<boolean> {
@@ -114,7 +120,7 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
     tenant: string,
     session: string,
     dir: string,
-    precommit?: () => Promise<void>,
+    { precommit, pending = false }: SaveOptions = {},
   ): Promise<VersionInfo> {
     await this.options.quiesce?.(dir);
     const from = this.lineage.get(dir);
@@ -124,7 +130,7 @@ export class ObjectWorkspaceStore implements WorkspaceStore {
       ...(precommit ? { precommit } : {}),
       ...(this.options.exclude ? { exclude: this.options.exclude } : {}),
       reason: "turn",
-      knownGood: true,
+      knownGood: !pending,
       ...(parent === undefined ? {} : { parent }),
     });
     this.lineage.set(dir, { tenant, session, version: info.version });

@@ -4,6 +4,19 @@
  * Turn runners depend on this interface only, so the two are interchangeable.
  */
 
+/** How {@link WorkspaceStore.save} lands. */
+export interface SaveOptions {
+  /** Runs right before the save becomes visible; throwing from it abandons the save. */
+  readonly precommit?: () => Promise<void>;
+  /**
+   * The version is written but is not the session's files (not restored, not
+   * current) until {@link WorkspaceStore.confirm}: a turn's files become the
+   * session's only once the turn is committed. Versioned stores only; an
+   * unversioned store saves at once.
+   */
+  readonly pending?: boolean;
+}
+
 /** Moves a session's working copy in and out of containers. */
 export interface WorkspaceStore {
   /**
@@ -12,16 +25,17 @@ export interface WorkspaceStore {
    */
   restore(tenant: string, session: string, dir: string, version?: number): Promise<void>;
   /**
-   * Saves the contents of `dir` as the session's files; resolves with the new version,
-   * if versioned. `precommit` runs right before the save becomes visible; throwing
-   * from it abandons the save.
+   * Saves the contents of `dir` as the session's files (or, `pending`, as a version
+   * that becomes them on {@link confirm}); resolves with the new version, if versioned.
    */
   save(
     tenant: string,
     session: string,
     dir: string,
-    precommit?: () => Promise<void>,
+    options?: SaveOptions,
   ): Promise<number | undefined>;
+  /** Makes a pending version the session's files (versioned stores only). */
+  confirm?(tenant: string, session: string, version: number): Promise<void>;
   /**
    * Whether `dir` still holds the session's latest files (nobody saved or restored a
    * newer version since this process put them there), so a warm container may skip
