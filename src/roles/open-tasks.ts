@@ -25,6 +25,8 @@ export interface OpenTask {
   written: string;
   /** Record writes in order; the result is published at its end. */
   writing: Promise<void>;
+  /** A record write failed for good: the record in KV is behind, so the task is not ended. */
+  writeFailed: boolean;
   /** When this term saw the current attempt start running (for lease expiry). */
   runningSince: number;
   /** Resolves with the final record once it is written and published. */

@@ -12,6 +12,7 @@ import { InternalError, toErrorInfo } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { isTerminal, type TaskRecord, TaskRecordSchema } from "../protocol/api-schemas.js";
 import { type Submission, SubmissionSchema } from "../protocol/fleet-messages.js";
+import { endTask } from "./task-persistence.js";
 import { newRecord, safeJson } from "./task-records.js";
 
 /** A submission to open: its record as it stands, its input and the record's revision. */
@@ -32,12 +33,15 @@ export function parseSubmission(m: JsMsg, log: Logger): Submission | null {
 
 /**
  * The record of a submission, created on first sight. Resolves with what to open,
- * or null (after acking the message) when the task has already ended.
+ * or null when the task has already ended: then its end is made sure of (the term
+ * that ended it may have stopped between the record and the result) and the
+ * submission acked.
  */
 export async function loadSubmission(
   nats: FleetNats,
   m: JsMsg,
   sub: Submission,
+  retry: <T>(fn: () => Promise<T>) => Promise<T>,
 ): Promise<Intake | null> {
   const kv = nats.kv.tasks;
   const entry = await kv.get(sub.taskId);
@@ -71,6 +75,7 @@ export async function loadSubmission(
     }
   }
   if (isTerminal(intake.record.status)) {
+    await endTask(nats, intake.record, retry);
     m.ack();
     return null;
   }

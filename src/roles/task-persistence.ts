@@ -17,6 +17,25 @@ import type { TaskRecord } from "../protocol/api-schemas.js";
 import type { TimelineEvent } from "../protocol/fleet-messages.js";
 import type { OpenTask } from "./open-tasks.js";
 
+/**
+ * Ends a task whose record is final: closes its checkpoint log (so an attempt dispatched
+ * too late cannot run the turn again), then publishes its result (deduplicated by task
+ * id, so a second publish by a later term is dropped). Closing comes first: whatever
+ * stops after it, a later term repeats both.
+ */
+export async function endTask(
+  nats: FleetNats,
+  record: TaskRecord,
+  retry: <T>(fn: () => Promise<T>) => Promise<T>,
+): Promise<void> {
+  await retry(() => CheckpointLog.close(nats.kv.checkpoints, record.taskId));
+  await retry(() =>
+    nats.js.publish(nats.subjects.result(record.taskId), JSON.stringify(record), {
+      msgID: record.taskId,
+    }),
+  );
+}
+
 /** Writes of one term; `retry` rides out NATS outages until the term ends. */
 export class TaskPersistence {
   constructor(
@@ -41,31 +60,36 @@ export class TaskPersistence {
           this.log.warn({ taskId: record.taskId }, "record revision moved; overwriting");
           t.revision = await kv.put(record.taskId, json);
         }
-      }).catch((err) =>
-        this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "record write failed"),
-      ),
+      }).catch((err) => {
+        t.writeFailed = true;
+        this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "record write failed");
+      }),
     );
   }
 
-  /** After the record's last write: publishes the result, acks, and clears the task's guards. */
-  finish(t: OpenTask, record: TaskRecord): Promise<void> {
-    t.writing = t.writing.then(async () => {
-      const { js, kv, subjects } = this.nats;
-      await this.retry(() =>
-        js.publish(subjects.result(record.taskId), JSON.stringify(record), {
-          msgID: record.taskId,
-        }),
-      );
+  /**
+   * After the record's last write: ends the task ({@link endTask}) and acks its
+   * submission. Resolves false, leaving the submission unacked, when a write failed
+   * for good: whoever takes the submission next (this term after the ack wait, or the
+   * next leader) finds the record as it is in KV and ends or resumes the task from it.
+   * Never rejects: a failure here must not take the process down.
+   */
+  finish(t: OpenTask, record: TaskRecord): Promise<boolean> {
+    const done = t.writing.then(async () => {
+      if (t.writeFailed) return false;
+      await endTask(this.nats, record, this.retry);
       t.msg?.ack();
       t.msg = null;
-      // The task is over: its lease has nothing left to guard, and its checkpoint log is
-      // closed, so an attempt dispatched too late cannot run the turn again.
-      await kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
-      await this.retry(() => CheckpointLog.close(kv.checkpoints, record.taskId)).catch((err) =>
-        this.log.warn({ err: toErrorInfo(err), taskId: record.taskId }, "checkpoint close failed"),
-      );
+      // Nothing left to guard; the lease bucket's TTL sweeps it should this fail.
+      await this.nats.kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
+      return true;
     });
-    return t.writing;
+    const settled = done.catch((err) => {
+      this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "could not end the task");
+      return false;
+    });
+    t.writing = settled.then(() => {});
+    return settled;
   }
 
   /** Publishes a line of the task's timeline; losing one is logged, never fatal. */

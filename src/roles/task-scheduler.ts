@@ -170,7 +170,7 @@ export class TaskScheduler {
       open.msg = m;
       return;
     }
-    const intake = await loadSubmission(this.nats, m, sub);
+    const intake = await loadSubmission(this.nats, m, sub, (fn) => this.retry(fn));
     if (intake) this.open(intake, m);
   }
 
@@ -195,6 +195,7 @@ export class TaskScheduler {
       revision,
       written: JSON.stringify(record),
       writing: Promise.resolve(),
+      writeFailed: false,
       runningSince: this.clock.now(),
       done: new Promise<TaskRecord>((r) => {
         resolveDone = r;
@@ -235,6 +236,8 @@ export class TaskScheduler {
       this.records.persist(t, current);
       if (snap.status === "done") {
         this.claims.release(record.taskId);
+        // Ended or not (see `finish`), this term is done with it: a submission left unacked
+        // comes back to whoever leads after the ack wait.
         void this.records.finish(t, current).then(() => {
           this.tasks.remove(record.taskId);
           resolveDone(current);
