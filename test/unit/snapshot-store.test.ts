@@ -359,8 +359,32 @@ describe("SnapshotStore", () => {
     // A listing is a consumer (keys, watch) or a stream info with a subject filter.
     expect(requests.filter((s) => /CONSUMER|STREAM\.INFO/.test(s))).toEqual([]);
     // Dropped checkpoints and pruned versions leave no delete markers: one head and one
-    // version per session, and nothing else.
-    expect(await bucketMessages(prefix)).toBe(2 * 6);
+    // version per session, and nothing else but the bucket's format marker.
+    expect(await bucketMessages(prefix)).toBe(2 * 6 + 1);
+  });
+
+  it("gives the sessions of a bucket written before heads their heads when it opens", async () => {
+    const { store, prefix } = await freshStore();
+    const src = await dir();
+    await put(src, "f.txt", "old");
+    const v1 = await store.snapshot("acme", "legacy", src, { knownGood: true });
+    await put(src, "f.txt", "older still");
+    await store.snapshot("acme", "legacy", src);
+    // The layout before heads: version entries only.
+    const kv = await new Kvm(nc).open(`${prefix}_snapshots`);
+    await kv.purge("h.acme.legacy");
+    await kv.purge("format");
+    expect(await (await freshStore({}, prefix)).store.latest("acme", "legacy")).toMatchObject({
+      version: 2,
+    });
+    const { store: reopened, clock } = await freshStore({}, prefix);
+    expect((await reopened.latest("acme", "legacy", { knownGood: true }))?.version).toBe(
+      v1.version,
+    );
+    expect((await reopened.versions("acme", "legacy")).map((v) => v.version)).toEqual([1, 2]);
+    // Listed again, so GC never takes them for a dead writer's leftovers.
+    clock.offset += 10 * 60_000; // past the grace period
+    expect((await reopened.gc()).orphanVersions).toBe(0);
   });
 
   it("GC removes a version entry its head never listed (a writer died before the head update)", async () => {

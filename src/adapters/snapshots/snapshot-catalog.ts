@@ -29,6 +29,8 @@ export interface StoredEntry {
 }
 
 const MANIFEST_CACHE = 16;
+/** Set once every session of the bucket has a head (see {@link SnapshotCatalog.ensureHeads}). */
+const FORMAT_KEY = "format";
 
 export function versionKey(tenant: string, session: string, version: number): string {
   if (!Number.isInteger(version) || version < 0)
@@ -147,6 +149,36 @@ export class SnapshotCatalog {
     const e = await this.kv.get(key);
     if (e?.operation !== "PUT") return null;
     return { info: decodeVersionEntry(e.value, key), revision: e.revision };
+  }
+
+  /**
+   * Gives every session of a bucket written before heads existed its head, once per
+   * bucket (a `format` key records that it is done): without one its versions would
+   * be invisible to restores, and GC would take them for a dead writer's leftovers.
+   * The one listing is paid at open, never per task; a new bucket has nothing to list.
+   */
+  async ensureHeads(): Promise<number> {
+    const marker = await this.kv.get(FORMAT_KEY);
+    if (marker?.operation === "PUT") return 0;
+    const bySession = new Map<string, { tenant: string; session: string; v: HeadVersion[] }>();
+    for (const key of await this.keys("v.>")) {
+      const [, tenant, session] = key.split(".");
+      const entry = await this.getEntry(key);
+      if (!entry || tenant === undefined || session === undefined) continue;
+      const id = `${tenant}.${session}`;
+      const s = bySession.get(id) ?? { tenant, session, v: [] };
+      s.v.push(headVersionOf(entry.info));
+      bySession.set(id, s);
+    }
+    for (const { tenant, session, v } of bySession.values()) {
+      await this.heads.update(tenant, session, (h) => {
+        const listed = new Set(h.versions.map((x) => x.version));
+        const missing = v.filter((x) => !listed.has(x.version));
+        return missing.length === 0 ? null : missing.reduce(withVersion, h);
+      });
+    }
+    await this.kv.put(FORMAT_KEY, JSON.stringify({ heads: 1 }));
+    return bySession.size;
   }
 
   /** Keys matching `filter`: costs the server the whole bucket, so only GC calls it. */

@@ -135,7 +135,9 @@ export class SnapshotStore {
       },
       clock,
     );
-    return new SnapshotStore(kv, jsm, chunks, opts, clock, hooks);
+    const store = new SnapshotStore(kv, jsm, chunks, opts, clock, hooks);
+    await guard("open", () => store.catalog.ensureHeads());
+    return store;
   }
 
   /** Stores `dir` as the next version of the session. */
