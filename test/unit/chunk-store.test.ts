@@ -56,6 +56,22 @@ describe("ChunkStore.read", () => {
     expect(await store.read("acme", hash)).toEqual(data);
   });
 
+  it("keeps a failure of the client itself retryable: it says nothing of the stored bytes", async () => {
+    await using nats = await NatsServer.start();
+    const nc = await nats.connect();
+    let fault: unknown;
+    const store = await chunkStore(nc, async () => {
+      if (fault !== undefined) throw fault;
+    });
+    const data = randomBytes(4096);
+    const hash = ChunkStore.hash(data);
+    await store.ensure("acme", hash, data, Date.now());
+    // A real JetStream API refusal, as a consumer's stream may give while a server restarts.
+    fault = await (await jetstreamManager(nc)).streams.info("nope").catch((e: unknown) => e);
+    const err = await store.read("acme", hash).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.SNAPSHOT_STORE_ERROR, retryable: true });
+  });
+
   it("calls an object whose stored bytes the client rejects corrupt", async () => {
     await using nats = await NatsServer.start();
     const nc = await nats.connect();

@@ -26,17 +26,33 @@ import { createHash } from "node:crypto";
 import { promisify } from "node:util";
 import { deflateRaw, deflateRawSync, inflateRaw } from "node:zlib";
 import {
+  JetStreamApiError,
   type JetStreamClient,
   JetStreamError,
   type JetStreamManager,
   JsHeaders,
   PubHeaders,
 } from "@nats-io/jetstream";
-import { headers } from "@nats-io/nats-core";
+import { ConnectionError, errors, headers, RequestError } from "@nats-io/nats-core";
 import { Base64UrlPaddedCodec, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import type { Clock } from "../../clock.js";
+import { ErrorCodes, RetryableError } from "../../errors.js";
 import { hasApiCode, isCasConflict, isTransient, ServerApiCodes } from "../nats/nats-retry.js";
 import { corrupt } from "./snapshot-manifest.js";
+
+/** An error of the NATS client itself (connection, request, JetStream), not a verdict on data. */
+function isClientFailure(err: unknown): boolean {
+  return (
+    err instanceof JetStreamError ||
+    err instanceof JetStreamApiError ||
+    err instanceof ConnectionError ||
+    err instanceof RequestError ||
+    err instanceof errors.TimeoutError ||
+    err instanceof errors.ClosedConnectionError ||
+    err instanceof errors.DrainingConnectionError ||
+    err instanceof errors.ProtocolError
+  );
+}
 
 const deflateRawAsync = promisify(deflateRaw);
 const inflateRawAsync = promisify(inflateRaw);
@@ -344,9 +360,19 @@ export class ChunkStore {
       // Null when the object was deleted since we read its meta record: read again.
       return await this.os.getBlob(name);
     } catch (err) {
-      // Out of reach for now: the caller may retry. Anything else the client says of
-      // stored data (its digest does not match) is a broken object.
+      // Out of reach for now: the caller may retry.
       if (isTransient(err)) throw err;
+      // The client's own failures (a consumer's status, a lost heartbeat, a refused API
+      // call, as during a server restart) say nothing of the stored bytes: a retry, bounded
+      // by the task's attempts, may read them.
+      if (isClientFailure(err)) {
+        throw new RetryableError(
+          ErrorCodes.SNAPSHOT_STORE_ERROR,
+          `object ${name} could not be read: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      // What is left is the object client's verdict on the bytes (its digest does not match).
       throw corrupt(`object ${name} could not be read`, err);
     }
   }
