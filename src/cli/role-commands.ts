@@ -122,7 +122,9 @@ interface StopSignals {
  * Takes over SIGINT and SIGTERM before anything starts. Whoever waits for the
  * ready line may signal the moment it appears; a handler installed after printing
  * it would leave a window in which the default action kills the process outright,
- * with nothing stopped. The first signal starts the stop; later ones are logged.
+ * with nothing stopped. The first signal stops the fleet cleanly (once it has
+ * started); a second one, for a start or a stop that hangs, exits at once with
+ * 130, and the process's exit hook still stops the embedded nats-server.
  */
 function watchStopSignals(log: Logger): StopSignals {
   let fire: (sig: NodeJS.Signals) => void = () => {};
@@ -131,9 +133,13 @@ function watchStopSignals(log: Logger): StopSignals {
   });
   let seen = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    log.info({ signal: sig }, seen ? "already stopping" : "stopping");
-    if (!seen) fire(sig);
+    if (seen) {
+      log.warn({ signal: sig }, "second signal: exiting now");
+      process.exit(130);
+    }
     seen = true;
+    log.info({ signal: sig }, "stopping");
+    fire(sig);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);

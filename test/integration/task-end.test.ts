@@ -7,6 +7,9 @@
  * published once, the submission acked. The crash is set up exactly: the state a
  * stopped leader leaves is written directly, then an orchestrator starts.
  */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectFleet, type FleetNats } from "../../src/adapters/nats/fleet-nats.js";
@@ -22,15 +25,18 @@ describe("a task ended by a leader that stopped before its result", () => {
   let nats: NatsServer;
   let fleet: FleetNats;
   let roles: LocalFleet | undefined;
+  let dataDir: string;
 
   beforeAll(async () => {
     nats = await NatsServer.start();
+    dataDir = await mkdtemp(path.join(tmpdir(), "clawfleet-task-end-"));
     fleet = await connectFleet(nats.url, { name: "task-end" });
   });
   afterAll(async () => {
     await roles?.stop();
     await fleet?.close();
     await nats?.[Symbol.asyncDispose]();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
   it("is finished by the next leader: log closed, result published once, submission acked", async () => {
@@ -68,7 +74,7 @@ describe("a task ended by a leader that stopped before its result", () => {
     const nc = await connect({ servers: nats.url });
     const results = nc.subscribe(fleet.subjects.result(taskId), { max: 1 });
     roles = await startLocalFleet(
-      resolveFleetOptions({ natsUrl: nats.url, dataDir: "/nonexistent", nodeId: "orch" }),
+      resolveFleetOptions({ natsUrl: nats.url, dataDir, nodeId: "orch" }),
       { roles: ["orchestrator"] },
     );
     const published = (async () => {
