@@ -21,4 +21,20 @@ describe("connectFleet", () => {
       await Promise.all(fleets.map((f) => f.close()));
     }
   });
+
+  it("brings an existing bucket's TTL to what the fleet wants", async () => {
+    await using nats = await NatsServer.start();
+    const first = await connectFleet(nats.url);
+    // A leases bucket as an older fleet made it: no TTL.
+    const stream = "KV_fleet_leases";
+    const c = (await first.jsm.streams.info(stream)).config;
+    await first.jsm.streams.update(stream, { ...c, max_age: 0 });
+    await first.close();
+    const again = await connectFleet(nats.url);
+    try {
+      expect((await again.jsm.streams.info(stream)).config.max_age).toBe(60 * 60_000 * 1e6);
+    } finally {
+      await again.close();
+    }
+  });
 });

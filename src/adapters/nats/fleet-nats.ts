@@ -73,7 +73,7 @@ export async function connectFleet(
   await provisionStreams(jsm, subjects, retentionMs);
   const js = jetstream(nc);
   await racing(() => provisionSnapshotBuckets(nc, { prefix: subjects.prefix }));
-  const kv = await provisionKvBuckets(js, subjects, retentionMs);
+  const kv = await provisionKvBuckets(js, jsm, subjects, retentionMs);
   return {
     nc,
     js,

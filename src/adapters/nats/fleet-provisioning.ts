@@ -83,40 +83,77 @@ export async function provisionStreams(
 /** Age at which the leases bucket drops a key nobody rewrote: far above any lease's TTL. */
 const LEASE_BUCKET_TTL_MS = 60 * 60_000;
 
-/** Creates (or opens) the fleet's KV buckets. */
-export function provisionKvBuckets(
+/**
+ * Creates (or opens) the fleet's KV buckets, and brings an existing bucket's TTL to
+ * what it should be (opening a bucket keeps the configuration it was created with,
+ * so a TTL added or changed since would otherwise never reach it).
+ */
+export async function provisionKvBuckets(
   js: JetStreamClient,
+  jsm: JetStreamManager,
   s: FleetSubjects,
   retentionMs: number,
 ): Promise<FleetBuckets> {
   const kvm = new Kvm(js);
-  return racing(async () => {
+  const ttls: Record<string, number> = {
+    [s.buckets.tasks]: retentionMs,
+    [s.buckets.nodes]: 10 * 60_000,
+    [s.buckets.leases]: LEASE_BUCKET_TTL_MS,
+    [s.buckets.checkpoints]: retentionMs,
+    [s.buckets.outbox]: retentionMs,
+    [s.buckets.sessions]: retentionMs,
+  };
+  const buckets = await racing(async () => {
     const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts] =
       await Promise.all([
-        kvm.create(s.buckets.tasks, { history: 1, ttl: retentionMs, storage: StorageType.File }),
+        kvm.create(s.buckets.tasks, {
+          history: 1,
+          ttl: ttls[s.buckets.tasks],
+          storage: StorageType.File,
+        }),
         // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
-        kvm.create(s.buckets.nodes, { history: 1, ttl: 10 * 60_000, storage: StorageType.File }),
+        kvm.create(s.buckets.nodes, {
+          history: 1,
+          ttl: ttls[s.buckets.nodes],
+          storage: StorageType.File,
+        }),
         // Every finished task leaves its lease's delete marker (watchers must see the release).
         // Live leases are rewritten every second, so a TTL far above any lease's only sweeps
         // markers and leases long dead: the bucket stops growing with the fleet's history.
         kvm.create(s.buckets.leases, {
           history: 1,
-          ttl: LEASE_BUCKET_TTL_MS,
+          ttl: ttls[s.buckets.leases],
           storage: StorageType.File,
         }),
         kvm.create(s.buckets.checkpoints, {
           history: 1,
-          ttl: retentionMs,
+          ttl: ttls[s.buckets.checkpoints],
           storage: StorageType.File,
         }),
-        kvm.create(s.buckets.outbox, { history: 1, ttl: retentionMs, storage: StorageType.File }),
+        kvm.create(s.buckets.outbox, {
+          history: 1,
+          ttl: ttls[s.buckets.outbox],
+          storage: StorageType.File,
+        }),
         kvm.create(s.buckets.behaviors, { history: 64, storage: StorageType.File }),
-        kvm.create(s.buckets.sessions, { history: 1, ttl: retentionMs, storage: StorageType.File }),
+        kvm.create(s.buckets.sessions, {
+          history: 1,
+          ttl: ttls[s.buckets.sessions],
+          storage: StorageType.File,
+        }),
         // Post-mortems and quarantines: no TTL, a quarantine lasts until someone releases it.
         kvm.create(s.buckets.alerts, { history: 1, storage: StorageType.File }),
       ]);
     return { tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts };
   });
+  for (const [bucket, ttlMs] of Object.entries(ttls)) {
+    const stream = `KV_${bucket}`;
+    const c = (await jsm.streams.info(stream)).config;
+    if (c.max_age !== ttlMs * NS_PER_MS) {
+      await racing(() => jsm.streams.update(stream, { ...c, max_age: ttlMs * NS_PER_MS }));
+    }
+  }
+  return buckets;
 }
 
 /**
