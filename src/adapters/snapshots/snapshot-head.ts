@@ -7,8 +7,9 @@
  * filtered key listing costs server CPU in proportion to the whole bucket, so no
  * per-task path lists keys.
  *
- * The version entry stays the commit point (created create-only, so two writers
- * never share a number); the head follows it by compare-and-set. Changes to a
+ * The version entry claims its number (created create-only, so two writers never
+ * share one); the head's listing, by compare-and-set, is what commits it: readers
+ * see only the versions a head lists. Changes to a
  * head are merges (add a version, drop some, set a flag) retried on conflict, so
  * concurrent writers of one session compose in any order. A writer that dies
  * between its entry and the head leaves an entry the head does not list: it is

@@ -7,8 +7,9 @@
  * Walk the workspace with the workspace rules (`workspace-scan.ts`), hash each
  * chunk, store the chunks the store lacks (existence checked per chunk, with an
  * in-process cache), store the manifest, and only then create the version entry
- * and list it in the session's head (`snapshot-head.ts`). The head update is the
- * commit point: a snapshot that fails or dies before it (a container killed
+ * (which claims the version number) and list it in the session's head
+ * (`snapshot-head.ts`). The head update is the commit point (readers see only what
+ * a head lists): a snapshot that fails or dies before it (a container killed
  * mid-sync) leaves the previous version as `latest` and at most some chunks and
  * an entry nothing lists, which GC removes. The caller quiesces the workspace
  * first (a runtime's quiesce hook, e.g. `ObjectWorkspaceStore`'s `quiesce`) and
