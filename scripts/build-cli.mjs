@@ -34,6 +34,8 @@ const ENTRY = path.join(SRC, "cli", "main.ts");
 /** Inlined packages come from here; npm rewrites it on every change to node_modules. */
 const INSTALLED = path.join(ROOT, "node_modules", ".package-lock.json");
 const THIS_FILE = fileURLToPath(import.meta.url);
+/** esbuild reads compiler options from it (decorators, targets): a change must rebuild. */
+const TSCONFIG = path.join(ROOT, "tsconfig.json");
 /**
  * Earlier builds are kept this long: a CLI started from one may still load a chunk of
  * it (roles load theirs at start). Edits rebuild often, so not much longer.
@@ -114,7 +116,7 @@ export async function buildCli() {
   // Taken before the build: a file edited while it runs then no longer matches, and
   // the next call builds again rather than trusting a bundle of its older text.
   const before = new Map(
-    [...(await sourceFiles(SRC)), INSTALLED, THIS_FILE].map((f) => [f, fingerprint(f)]),
+    [...(await sourceFiles(SRC)), INSTALLED, THIS_FILE, TSCONFIG].map((f) => [f, fingerprint(f)]),
   );
   // Every output file sits directly in the build's directory, so one relative path
   // per source file is right for whichever chunk its code lands in.
@@ -154,7 +156,7 @@ export async function buildCli() {
     const files = Object.keys(result.metafile.inputs)
       .filter((f) => !f.includes("node_modules/") && !f.startsWith("lazy:"))
       .map((f) => path.resolve(ROOT, f));
-    for (const file of [...files, INSTALLED, THIS_FILE]) {
+    for (const file of [...files, INSTALLED, THIS_FILE, TSCONFIG]) {
       // A file that appeared during the build has no earlier stat: [0, -1] never matches.
       const seen = before.get(file) ?? (fingerprint(file) ? [0, -1] : null);
       if (seen) inputs[path.relative(ROOT, file)] = seen;
