@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { connect as netConnect } from "node:net";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -354,8 +354,20 @@ async function cleanupAfterExit(dir: string, pid: number, pidFile: string | unde
     await rm(path.join(dir, name), { force: true });
   }
   if (pidFile === undefined) return;
-  const recorded = await readFile(pidFile, "utf8").catch(() => "");
-  if (recorded.trim() === String(pid)) await rm(pidFile, { force: true });
+  // Check and remove in one step: a new server may be writing its own pid there right now
+  // (it stopped this one), and a read-then-remove would take that file away. Move the file
+  // aside first; it goes only if it names this process, else it is put back.
+  const aside = `${pidFile}.${pid}.exited`;
+  if (
+    !(await rename(pidFile, aside).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
+  const recorded = await readFile(aside, "utf8").catch(() => "");
+  if (recorded.trim() === String(pid)) await rm(aside, { force: true });
+  else await rename(aside, pidFile).catch(() => {});
 }
 
 async function writePidFile(pidFile: string, pid: number): Promise<void> {
