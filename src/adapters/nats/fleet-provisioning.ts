@@ -95,65 +95,46 @@ export async function provisionKvBuckets(
   retentionMs: number,
 ): Promise<FleetBuckets> {
   const kvm = new Kvm(js);
-  const ttls: Record<string, number> = {
-    [s.buckets.tasks]: retentionMs,
-    [s.buckets.nodes]: 10 * 60_000,
-    [s.buckets.leases]: LEASE_BUCKET_TTL_MS,
-    [s.buckets.checkpoints]: retentionMs,
-    [s.buckets.outbox]: retentionMs,
-    [s.buckets.sessions]: retentionMs,
+  const b = s.buckets;
+  // Each bucket: how many values a key keeps, and after how long a key nobody rewrote goes.
+  const specs: Record<keyof FleetBuckets, { name: string; history: number; ttlMs?: number }> = {
+    tasks: { name: b.tasks, history: 1, ttlMs: retentionMs },
+    // Node heartbeats are rewritten every second; the TTL sweeps nodes that died long ago.
+    nodes: { name: b.nodes, history: 1, ttlMs: 10 * 60_000 },
+    // Every finished task leaves its lease's delete marker (watchers must see the release).
+    // Live leases are rewritten every second, so a TTL far above any lease's only sweeps
+    // markers and leases long dead: the bucket stops growing with the fleet's history.
+    leases: { name: b.leases, history: 1, ttlMs: LEASE_BUCKET_TTL_MS },
+    checkpoints: { name: b.checkpoints, history: 1, ttlMs: retentionMs },
+    outbox: { name: b.outbox, history: 1, ttlMs: retentionMs },
+    behaviors: { name: b.behaviors, history: 64 },
+    sessions: { name: b.sessions, history: 1, ttlMs: retentionMs },
+    // Post-mortems and quarantines: no TTL, a quarantine lasts until someone releases it.
+    alerts: { name: b.alerts, history: 1 },
   };
-  const buckets = await racing(async () => {
-    const [tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts] =
-      await Promise.all([
-        kvm.create(s.buckets.tasks, {
-          history: 1,
-          ttl: ttls[s.buckets.tasks],
+  const entries = Object.entries(specs) as Array<[keyof FleetBuckets, (typeof specs)["tasks"]]>;
+  const opened = await racing(() =>
+    Promise.all(
+      entries.map(([, spec]) =>
+        kvm.create(spec.name, {
+          history: spec.history,
           storage: StorageType.File,
+          ...(spec.ttlMs === undefined ? {} : { ttl: spec.ttlMs }),
         }),
-        // Node heartbeats are rewritten every second; a bucket TTL sweeps nodes that died long ago.
-        kvm.create(s.buckets.nodes, {
-          history: 1,
-          ttl: ttls[s.buckets.nodes],
-          storage: StorageType.File,
-        }),
-        // Every finished task leaves its lease's delete marker (watchers must see the release).
-        // Live leases are rewritten every second, so a TTL far above any lease's only sweeps
-        // markers and leases long dead: the bucket stops growing with the fleet's history.
-        kvm.create(s.buckets.leases, {
-          history: 1,
-          ttl: ttls[s.buckets.leases],
-          storage: StorageType.File,
-        }),
-        kvm.create(s.buckets.checkpoints, {
-          history: 1,
-          ttl: ttls[s.buckets.checkpoints],
-          storage: StorageType.File,
-        }),
-        kvm.create(s.buckets.outbox, {
-          history: 1,
-          ttl: ttls[s.buckets.outbox],
-          storage: StorageType.File,
-        }),
-        kvm.create(s.buckets.behaviors, { history: 64, storage: StorageType.File }),
-        kvm.create(s.buckets.sessions, {
-          history: 1,
-          ttl: ttls[s.buckets.sessions],
-          storage: StorageType.File,
-        }),
-        // Post-mortems and quarantines: no TTL, a quarantine lasts until someone releases it.
-        kvm.create(s.buckets.alerts, { history: 1, storage: StorageType.File }),
-      ]);
-    return { tasks, nodes, leases, checkpoints, outbox, behaviors, sessions, alerts };
-  });
-  for (const [bucket, ttlMs] of Object.entries(ttls)) {
-    const stream = `KV_${bucket}`;
+      ),
+    ),
+  );
+  for (const [, spec] of entries) {
+    const stream = `KV_${spec.name}`;
     const c = (await jsm.streams.info(stream)).config;
-    if (c.max_age !== ttlMs * NS_PER_MS) {
-      await racing(() => jsm.streams.update(stream, { ...c, max_age: ttlMs * NS_PER_MS }));
+    const maxAge = (spec.ttlMs ?? 0) * NS_PER_MS;
+    if (c.max_age !== maxAge) {
+      await racing(() => jsm.streams.update(stream, { ...c, max_age: maxAge }));
     }
   }
-  return buckets;
+  return Object.fromEntries(
+    entries.map(([key], i) => [key, opened[i]!]),
+  ) as unknown as FleetBuckets;
 }
 
 /**
