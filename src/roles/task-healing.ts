@@ -6,7 +6,7 @@
  * timeline, and a quarantine fails the session's other open tasks at once.
  */
 import type { Actor } from "xstate";
-import type { LostAttemptInfo, taskMachine } from "../actors/task-machine.js";
+import type { HealingDecision, LostAttemptInfo, taskMachine } from "../actors/task-machine.js";
 import { type Clock, isoNow } from "../clock.js";
 import { toErrorInfo } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -29,7 +29,7 @@ export async function heal(
   actor: Actor<typeof taskMachine>,
   lost: LostAttemptInfo,
 ): Promise<void> {
-  let decision: Awaited<ReturnType<Healer["attemptLost"]>> | null = null;
+  let decision: HealingDecision | null = null;
   try {
     decision = await deps.healer.attemptLost(lost);
     const tier = HEALING_TIERS[decision];

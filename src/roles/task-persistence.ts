@@ -69,27 +69,25 @@ export class TaskPersistence {
 
   /**
    * After the record's last write: ends the task ({@link endTask}) and acks its
-   * submission. Resolves false, leaving the submission unacked, when a write failed
-   * for good: whoever takes the submission next (this term after the ack wait, or the
-   * next leader) finds the record as it is in KV and ends or resumes the task from it.
-   * Never rejects: a failure here must not take the process down.
+   * submission. When a write failed for good the submission stays unacked: whoever
+   * takes it next (this term after the ack wait, or the next leader) finds the record
+   * as it is in KV and ends or resumes the task from it. Never rejects: a failure here
+   * must not take the process down.
    */
-  finish(t: OpenTask, record: TaskRecord): Promise<boolean> {
-    const done = t.writing.then(async () => {
-      if (t.writeFailed) return false;
-      await endTask(this.nats, record, this.retry);
-      t.msg?.ack();
-      t.msg = null;
-      // Nothing left to guard; the lease bucket's TTL sweeps it should this fail.
-      await this.nats.kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
-      return true;
-    });
-    const settled = done.catch((err) => {
-      this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "could not end the task");
-      return false;
-    });
-    t.writing = settled.then(() => {});
-    return settled;
+  finish(t: OpenTask, record: TaskRecord): Promise<void> {
+    t.writing = t.writing
+      .then(async () => {
+        if (t.writeFailed) return;
+        await endTask(this.nats, record, this.retry);
+        t.msg?.ack();
+        t.msg = null;
+        // Nothing left to guard; the lease bucket's TTL sweeps it should this fail.
+        await this.nats.kv.leases.delete(taskLeaseKey(record.taskId)).catch(() => {});
+      })
+      .catch((err) =>
+        this.log.error({ err: toErrorInfo(err), taskId: record.taskId }, "could not end the task"),
+      );
+    return t.writing;
   }
 
   /** Publishes a line of the task's timeline; losing one is logged, never fatal. */

@@ -33,7 +33,7 @@ import { applyNodeEvent } from "./node-events.js";
 import { type OpenTask, OpenTasks } from "./open-tasks.js";
 import { PlacementClaims } from "./placement-claims.js";
 import { startSnapshotJanitor } from "./snapshot-janitor.js";
-import { heal, quarantineOpen } from "./task-healing.js";
+import { heal, quarantineOpen, type TaskHealingDeps } from "./task-healing.js";
 import { drainConsumer, type Intake, loadSubmission, parseSubmission } from "./task-intake.js";
 import { TaskPersistence } from "./task-persistence.js";
 import { TaskPlacer } from "./task-placer.js";
@@ -47,6 +47,7 @@ export class TaskScheduler {
   private readonly claims = new PlacementClaims();
   private readonly placer: TaskPlacer;
   private readonly records: TaskPersistence;
+  private readonly healing: TaskHealingDeps;
   private readonly stoppers: Array<() => void> = [];
   private readonly subs: Subscription[] = [];
   private consumers: ConsumerMessages[] = [];
@@ -64,6 +65,13 @@ export class TaskScheduler {
     this.leadingSince = clock.now();
     this.healer = new Healer(nats, options, clock, log);
     this.records = new TaskPersistence(nats, (fn) => this.retry(fn), log);
+    this.healing = {
+      healer: this.healer,
+      tasks: this.tasks,
+      publishTimeline: (ev) => this.records.publishTimeline(ev),
+      clock,
+      log,
+    };
     this.liveness = new LivenessMonitor(nats, options, clock, log, {
       nodeSeen: (hb) => {
         this.claims.observe(hb);
@@ -209,17 +217,7 @@ export class TaskScheduler {
       this.records.publishTimeline({ ...e.entry, taskId: record.taskId, at: isoNow(this.clock) });
     });
     actor.on("heal", (e) => {
-      void heal(
-        {
-          healer: this.healer,
-          tasks: this.tasks,
-          publishTimeline: (ev) => this.records.publishTimeline(ev),
-          clock: this.clock,
-          log: this.log,
-        },
-        actor,
-        e.lost,
-      );
+      void heal(this.healing, actor, e.lost);
     });
     actor.on("cancelOnNode", (e) => this.cancelOnNode(e.node, e.taskId, e.attempt));
     actor.on("placementRejected", (e) => {

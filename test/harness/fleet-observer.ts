@@ -9,8 +9,6 @@
  * fixed sleep; every wait is bounded and fails with a message naming what it
  * waited for.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import path from "node:path";
 import { DeliverPolicy, type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
@@ -25,6 +23,7 @@ import type { FleetTree } from "../../src/gateway/fleet-tree.js";
 import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import type { ContainerInfo, NodeHeartbeat } from "../../src/protocol/fleet-messages.js";
 import { Arrivals, retrying, WAIT_MS, withTimeout } from "./arrivals.js";
+import { readSessionFile } from "./session-file.js";
 
 /** A line of a task's history as published on `fleet.events.<source>.<taskId>`. */
 export interface FleetEvent {
@@ -274,19 +273,7 @@ export class FleetObserver {
     tenant = "default",
     select: RestoreSelector = { knownGood: true },
   ): Promise<string | null> {
-    const store = await this.snapshots();
-    const dir = await mkdtemp(path.join(this.dir, "peek-"));
-    try {
-      try {
-        await store.restore(tenant, session, dir, select);
-      } catch (err) {
-        if ((err as { code?: string }).code === "SNAPSHOT_NOT_FOUND") return null;
-        throw err;
-      }
-      return await readFile(path.join(dir, file), "utf8").catch(() => null);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    return readSessionFile(await this.snapshots(), this.dir, tenant, session, file, select);
   }
 
   /** Every stored version of the session, oldest first. */

@@ -8,7 +8,7 @@
  * const task = await fleet.client.run({ session: "s", input: "hi" });
  * ```
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
@@ -17,6 +17,7 @@ import { FleetClient } from "../../src/gateway/fleet-client.js";
 import type { Logger } from "../../src/logger.js";
 import { type LocalFleet, type RoleName, startLocalFleet } from "../../src/roles/fleet-roles.js";
 import { NatsServer } from "./nats-server.js";
+import { readSessionFile } from "./session-file.js";
 
 /** Options of {@link TestFleet.start}: fleet options plus which roles to run. */
 export interface TestFleetOptions extends Omit<FleetOptions, "natsUrl" | "dataDir"> {
@@ -61,15 +62,11 @@ export class TestFleet implements AsyncDisposable {
    */
   async sessionFile(session: string, file: string, tenant = "default"): Promise<string | null> {
     const nc = await this.nats.connect();
-    const dir = await mkdtemp(path.join(this.dataDir, "peek-"));
     try {
       const store = await SnapshotStore.open(nc, { prefix: this.fleet.options.prefix });
-      if ((await store.versions(tenant, session)).length === 0) return null;
-      await store.restore(tenant, session, dir, { knownGood: true });
-      return await readFile(path.join(dir, file), "utf8").catch(() => null);
+      return await readSessionFile(store, this.dataDir, tenant, session, file);
     } finally {
       await nc.close();
-      await rm(dir, { recursive: true, force: true });
     }
   }
 

@@ -99,7 +99,6 @@ export function snapshotStoreNames(prefix = DEFAULT_PREFIX): {
 }
 
 /** Provisioning lives with the fleet's; re-exported for the store's existing importers. */
-export { provisionSnapshotBuckets } from "../nats/fleet-provisioning.js";
 
 /** Test hooks: points where a test can inject failures or races. */
 export interface SnapshotStoreHooks {

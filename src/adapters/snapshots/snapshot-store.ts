@@ -43,6 +43,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { setSha256Backend } from "@nats-io/obj";
 import { type Clock, systemClock } from "../../clock.js";
 import { ValidationError } from "../../errors.js";
+import { provisionSnapshotBuckets } from "../nats/fleet-provisioning.js";
 import { ChunkStore } from "./chunk-store.js";
 import { SnapshotCatalog } from "./snapshot-catalog.js";
 import { SnapshotCheckpoints } from "./snapshot-checkpoints.js";
@@ -51,7 +52,6 @@ import { checkRetention, type GcReport, type PruneOptions, SnapshotGc } from "./
 import { ID_PATTERN, type VersionInfo } from "./snapshot-manifest.js";
 import { type RestoreSelector, SnapshotReader } from "./snapshot-reader.js";
 import {
-  provisionSnapshotBuckets,
   type ResolvedSnapshotStoreOptions,
   resolveSnapshotStoreOptions,
   type SnapshotStoreHooks,
@@ -64,7 +64,6 @@ export type { GcReport, PruneOptions } from "./snapshot-gc.js";
 export type { VersionInfo } from "./snapshot-manifest.js";
 export type { RestoreSelector } from "./snapshot-reader.js";
 export {
-  provisionSnapshotBuckets,
   type ResolvedSnapshotStoreOptions,
   resolveSnapshotStoreOptions,
   type SnapshotStoreHooks,
