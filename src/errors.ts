@@ -51,6 +51,29 @@ export const ErrorCodes = {
   AGENT_PROTOCOL: "AGENT_PROTOCOL",
   AGENT_START_FAILED: "AGENT_START_FAILED",
   STEP_OUTPUT_TOO_LARGE: "STEP_OUTPUT_TOO_LARGE",
+  /** A CLI agent exited non-zero (terminal; the message ends with its stderr tail). */
+  AGENT_FAILED: "AGENT_FAILED",
+  /** The agent's answer is over its runtime's size cap (terminal). */
+  OUTPUT_TOO_LARGE: "OUTPUT_TOO_LARGE",
+  /** A runtime's files (OpenClaw, Node 24, a CLI agent's program) are not installed where the pool looks. */
+  RUNTIME_NOT_INSTALLED: "RUNTIME_NOT_INSTALLED",
+  // Model calls (the bridge from the sandbox to the model gateway and its upstreams).
+  /** No model gateway answered (retryable). */
+  MODEL_GATEWAY_UNAVAILABLE: "MODEL_GATEWAY_UNAVAILABLE",
+  /** The call names an upstream the gateway does not have (terminal). */
+  MODEL_UPSTREAM_UNKNOWN: "MODEL_UPSTREAM_UNKNOWN",
+  /** The upstream could not be reached, broke off, or answered something unusable (retryable). */
+  MODEL_UPSTREAM_FAILED: "MODEL_UPSTREAM_FAILED",
+  /** The upstream did not begin or go on answering in time (retryable). */
+  MODEL_UPSTREAM_TIMEOUT: "MODEL_UPSTREAM_TIMEOUT",
+  /** The agent's request is over the gateway's size limit (terminal). */
+  MODEL_REQUEST_TOO_LARGE: "MODEL_REQUEST_TOO_LARGE",
+  /** The upstream's answer is over the gateway's size limit (terminal). */
+  MODEL_RESPONSE_TOO_LARGE: "MODEL_RESPONSE_TOO_LARGE",
+  /** The relay between sandbox, node and gateway broke: garbage from the shim, lost frames (retryable). */
+  MODEL_BRIDGE_FAILED: "MODEL_BRIDGE_FAILED",
+  /** The agent called its model while no turn was running (terminal: nobody to bill). */
+  MODEL_CALL_OUTSIDE_TURN: "MODEL_CALL_OUTSIDE_TURN",
   // Workspaces and snapshots.
   /** A path is absolute, not normalised, has `..`, or passes through a symlink or file. */
   PATH_ESCAPE: "PATH_ESCAPE",
@@ -168,6 +191,26 @@ export class NatsServerError extends TerminalError {
     super(ErrorCodes.NATS_SERVER_UNAVAILABLE, message, options);
   }
 }
+
+/**
+ * A model call failed in the bridge or at the gateway (not an upstream's own HTTP
+ * error, which the agent sees as it is). Retryable or not by code.
+ */
+export class ModelError extends ClawfleetError {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+    super(code, message, {
+      ...options,
+      retryable: options?.retryable ?? MODEL_RETRYABLE.has(code),
+    });
+  }
+}
+
+const MODEL_RETRYABLE: ReadonlySet<ErrorCode> = new Set([
+  ErrorCodes.MODEL_GATEWAY_UNAVAILABLE,
+  ErrorCodes.MODEL_UPSTREAM_FAILED,
+  ErrorCodes.MODEL_UPSTREAM_TIMEOUT,
+  ErrorCodes.MODEL_BRIDGE_FAILED,
+]);
 
 /** Converts anything thrown into the wire form without leaking stacks. */
 export function toErrorInfo(err: unknown): ErrorInfo {

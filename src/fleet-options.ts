@@ -6,14 +6,39 @@ import { hostname } from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
+import {
+  type ModelGatewayOptions,
+  ModelGatewaySchema,
+  type ModelGatewaySettings,
+} from "./model-gateway-options.js";
 import { DEFAULT_PREFIX, DEFAULT_RETENTION_MS, PREFIX_PATTERN } from "./protocol/fleet-subjects.js";
+import {
+  type CommandProfileOptions,
+  CommandProfileSchema,
+  type ModelBindingOptions,
+  ModelBindingSchema,
+  type OpenClawProfileOptions,
+  OpenClawProfileSchema,
+  RUNTIME_NAMES,
+  RUNTIME_PROFILE_DEFAULTS,
+  type RuntimeName,
+} from "./runtime-options.js";
 
 /** A runtime profile for one pool of containers on a node. */
 export interface PoolProfileOptions {
   /** Pool name, unique on its node. Default `default`. */
   name?: string;
-  /** Agent runtime: `scripted` (the reference agent). Default `scripted`. */
-  runtime?: "scripted";
+  /**
+   * Agent runtime: `scripted` (the reference agent), `command` (any CLI agent, a
+   * process per turn; needs `command`) or `openclaw` (OpenClaw kept warm). Default `scripted`.
+   */
+  runtime?: RuntimeName;
+  /** The CLI agent of a `command` pool. */
+  command?: CommandProfileOptions;
+  /** Settings of an `openclaw` pool (every field has a default). */
+  openclaw?: OpenClawProfileOptions;
+  /** Which model upstream the agents' model endpoint stands for (every field has a default). */
+  model?: ModelBindingOptions;
   /** Containers kept started and idle, ready for a task. Default 1. */
   minIdle?: number;
   /** Most containers this pool may hold at once. Default 4. */
@@ -38,7 +63,7 @@ export interface PoolProfileOptions {
   agentHeartbeatMs?: number;
   /** Heartbeats missed before the agent counts as hung. Default 3. */
   missedHeartbeats?: number;
-  /** Grace between start and `ready` before a start counts as failed. Default 30 000 ms. */
+  /** Grace between start and `ready` before a start counts as failed. Default 30 000 ms (OpenClaw: 180 000). */
   startTimeoutMs?: number;
   /** What runs this pool's containers: child processes or Docker containers. Default `process`. */
   kind?: "process" | "docker";
@@ -50,9 +75,9 @@ export interface PoolProfileOptions {
 export interface DockerProfileOptions {
   /** The agent image. Default `clawfleet-agent:local` (`clawfleet image build` makes it). */
   image?: string;
-  /** Memory limit of a container, swap included (none allowed). Default 256 MiB. */
+  /** Memory limit of a container, swap included (none allowed). Default 256 MiB (OpenClaw: 2048). */
   memoryMb?: number;
-  /** Most processes and threads in a container. Default 128. */
+  /** Most processes and threads in a container. Default 128 (OpenClaw: 512). */
   pids?: number;
   /** CPU limit in cores (fractions allowed). Default 1. */
   cpus?: number;
@@ -135,6 +160,8 @@ export interface FleetOptions {
   retentionMs?: number;
   /** Docker pool settings of this node (used by pools of kind `docker`). */
   docker?: DockerFleetOptions;
+  /** The model gateway: upstream providers and limits (every field has a default). */
+  models?: ModelGatewayOptions;
 }
 
 /** The longest delay a Node timer can wait (what XState's delayed events use). */
@@ -163,9 +190,12 @@ const DockerFleetSchema = z.strictObject({
   statsIntervalMs: z.number().int().min(50).default(1000),
 });
 
-const PoolProfileSchema = z.strictObject({
+const PoolProfileFields = z.strictObject({
   name: IdToken.default("default"),
-  runtime: z.literal("scripted").default("scripted"),
+  runtime: z.enum(RUNTIME_NAMES).default("scripted"),
+  command: CommandProfileSchema.optional(),
+  openclaw: OpenClawProfileSchema.prefault({}),
+  model: ModelBindingSchema.prefault({}),
   minIdle: z.number().int().min(0).default(1),
   max: z.number().int().min(1).default(4),
   maxConcurrentStarts: z.number().int().min(1).default(2),
@@ -181,6 +211,19 @@ const PoolProfileSchema = z.strictObject({
   kind: z.enum(["process", "docker"]).default("process"),
   docker: DockerProfileSchema.prefault({}),
 });
+
+/** A profile's runtime-specific defaults go under what it sets (see RUNTIME_PROFILE_DEFAULTS). */
+const PoolProfileSchema = z.preprocess((input) => {
+  if (typeof input !== "object" || input === null) return input;
+  const p = input as PoolProfileOptions;
+  const defaults = RUNTIME_PROFILE_DEFAULTS[p.runtime as RuntimeName];
+  if (!defaults) return input;
+  const { docker, ...rest } = defaults;
+  return { ...rest, ...p, docker: { ...docker, ...p.docker } };
+}, PoolProfileFields.refine(
+  (p) => p.runtime !== "command" || p.command !== undefined,
+  { message: "a command pool needs `command` (argv or a preset)", path: ["command"] },
+));
 
 const FleetOptionsSchema = z.strictObject({
   prefix: z.string().regex(PREFIX_PATTERN).default(DEFAULT_PREFIX),
@@ -214,6 +257,7 @@ const FleetOptionsSchema = z.strictObject({
   snapshotKeepLast: z.number().int().min(1).default(50),
   retentionMs: z.number().int().min(60_000).default(DEFAULT_RETENTION_MS),
   docker: DockerFleetSchema.prefault({}),
+  models: ModelGatewaySchema.prefault({}),
 });
 
 /** Docker settings of a pool profile with every default applied. */
@@ -223,7 +267,9 @@ export type DockerProfile = Readonly<z.output<typeof DockerProfileSchema>>;
 export type DockerFleetSettings = Readonly<z.output<typeof DockerFleetSchema>>;
 
 /** A pool profile with every default applied. */
-export type PoolProfile = Readonly<z.output<typeof PoolProfileSchema>>;
+export type PoolProfile = Readonly<z.output<typeof PoolProfileFields>>;
+
+export type { ModelGatewaySettings };
 
 /** Fleet options with every default applied; `dataDir` is absolute. */
 export interface ResolvedFleetOptions

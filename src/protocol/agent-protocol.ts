@@ -43,11 +43,57 @@ export const QuiesceMessageSchema = z.object({
   id: z.number().int().nonnegative(),
 });
 
+/**
+ * Host → agent: the workspace is about to be replaced (another session's files are
+ * restored into it): close everything open in it, then answer `released` with the
+ * same id. Sent only to agents that announced the `release` capability, between turns.
+ */
+export const ReleaseMessageSchema = z.object({
+  type: z.literal("release"),
+  id: z.number().int().nonnegative(),
+});
+
+/** Header names and values of a relayed HTTP exchange. */
+const HttpHeadersSchema = z.record(z.string().max(256), z.string().max(16_384));
+
+/**
+ * Host → agent: the answer to `model_request` `id` begins: HTTP status and
+ * headers. Chunks of its body follow, then `model_end`.
+ */
+export const ModelResponseMessageSchema = z.object({
+  type: z.literal("model_response"),
+  id: z.number().int().nonnegative(),
+  status: z.number().int().min(100).max(599),
+  headers: HttpHeadersSchema.default({}),
+});
+
+/** Host → agent: a piece of the body of answer `id`, as it arrived (SSE events stay whole or split). */
+export const ModelChunkMessageSchema = z.object({
+  type: z.literal("model_chunk"),
+  id: z.number().int().nonnegative(),
+  data: z.string(),
+});
+
+/**
+ * Host → agent: answer `id` is complete. With `error`, it failed; if no
+ * `model_response` came first, the shim answers the agent's client with the
+ * error's HTTP status and a JSON body naming its code.
+ */
+export const ModelEndMessageSchema = z.object({
+  type: z.literal("model_end"),
+  id: z.number().int().nonnegative(),
+  error: ErrorInfoSchema.optional(),
+});
+
 export const HostMessageSchema = z.discriminatedUnion("type", [
   TurnMessageSchema,
   AckMessageSchema,
   CancelMessageSchema,
   QuiesceMessageSchema,
+  ReleaseMessageSchema,
+  ModelResponseMessageSchema,
+  ModelChunkMessageSchema,
+  ModelEndMessageSchema,
 ]);
 export type HostMessage = z.input<typeof HostMessageSchema>;
 
@@ -55,7 +101,7 @@ export type HostMessage = z.input<typeof HostMessageSchema>;
 export const ReadyMessageSchema = z.object({
   type: z.literal("ready"),
   agent: z.string().optional(),
-  /** Optional protocol features the agent supports, e.g. `quiesce`. */
+  /** Optional protocol features the agent supports: `quiesce`, `release`. */
   capabilities: z.array(z.string()).default([]),
 });
 
@@ -103,9 +149,40 @@ export const ErrorMessageSchema = z.object({
   retryable: z.boolean().default(false),
 });
 
+/** Agent → host: the workspace is released (answers `release`). */
+export const ReleasedMessageSchema = z.object({
+  type: z.literal("released"),
+  id: z.number().int().nonnegative(),
+});
+
+/**
+ * Agent → host: one HTTP request the agent made to its model endpoint (the shim
+ * on its loopback), to be relayed to the model gateway. `upstream` is the first
+ * path segment of the agent's URL, `path` the rest. Credentials are stripped by
+ * the shim; the body is text (model APIs speak JSON).
+ */
+export const ModelRequestMessageSchema = z.object({
+  type: z.literal("model_request"),
+  id: z.number().int().nonnegative(),
+  upstream: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  method: z.enum(["GET", "POST", "PUT", "PATCH", "DELETE"]),
+  path: z.string().startsWith("/").max(4096),
+  headers: HttpHeadersSchema.default({}),
+  body: z.string().default(""),
+});
+
+/** Agent → host: the agent's client went away; stop relaying answer `id`. */
+export const ModelAbortMessageSchema = z.object({
+  type: z.literal("model_abort"),
+  id: z.number().int().nonnegative(),
+});
+
 export const AgentMessageSchema = z.discriminatedUnion("type", [
   ReadyMessageSchema,
   QuiescedMessageSchema,
+  ReleasedMessageSchema,
+  ModelRequestMessageSchema,
+  ModelAbortMessageSchema,
   StepMessageSchema,
   EffectMessageSchema,
   LogMessageSchema,

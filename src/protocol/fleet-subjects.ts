@@ -39,6 +39,8 @@ export interface FleetSubjects {
   readonly alertsCritical: string;
   /** Requests to the leading orchestrator: `<prefix>.ctl.<verb>`. */
   ctl(verb: "cancel" | "status"): string;
+  /** Agents' model calls, relayed by nodes to the model gateway: `<prefix>.model.call`. */
+  readonly modelCall: string;
   readonly streams: {
     readonly tasks: string;
     readonly events: string;
@@ -88,6 +90,7 @@ export function fleetSubjects(prefix = DEFAULT_PREFIX): FleetSubjects {
     node: (nodeId, verb) => `${prefix}.node.${nodeId}.${verb}`,
     ctl: (verb) => `${prefix}.ctl.${verb}`,
     alertsCritical: `${prefix}.alerts.critical`,
+    modelCall: `${prefix}.model.call`,
     streams: {
       tasks: `${upper}_TASKS`,
       events: `${upper}_EVENTS`,
