@@ -190,6 +190,9 @@ class ScriptedAgent {
       // Only ever asked while we wait (for an ack, or for the next turn): nothing is mid-write.
       this.databases.checkpoint();
       send({ type: "quiesced", id: msg.id });
+    } else if (msg.type !== "turn") {
+      // release and model answers: never asked of an agent that announced neither capability.
+      diag(`ignoring a ${msg.type} message`);
     } else if (this.current !== undefined) {
       send({
         type: "error",

@@ -169,6 +169,8 @@ export const ModelRequestMessageSchema = z.object({
   path: z.string().startsWith("/").max(4096),
   headers: HttpHeadersSchema.default({}),
   body: z.string().default(""),
+  /** Set (with an empty `body`) when the shim refused a body over its cap: its size. */
+  bodyBytes: z.number().int().nonnegative().optional(),
 });
 
 /** Agent → host: the agent's client went away; stop relaying answer `id`. */

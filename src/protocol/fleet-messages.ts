@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { ErrorInfoSchema, PrioritySchema, RungSchema, TaskRecordSchema } from "./api-schemas.js";
+import { ModelCallSummarySchema } from "./model-messages.js";
 
 /** The leading orchestrator's answer to `<prefix>.ctl.cancel`. */
 export const CancelReplySchema = z.object({
@@ -123,6 +124,8 @@ export const TaskEventTypeSchema = z.enum([
   "failed",
   /** Healing tier 3: what the repair reset before the turn started over. */
   "repaired",
+  /** One model call of the agent: provider, model, tokens, latency, status (`model`, `call`). */
+  "model",
 ]);
 
 /** Node → orchestrator (through the events stream): what happened to one attempt. */
@@ -142,6 +145,10 @@ export const TaskEventSchema = z.object({
   logTail: z.array(z.string()).optional(),
   /** On `started`: the hash of the behaviour files the turn runs with. */
   behavior: z.string().optional(),
+  /** On `model`: the call's number within the attempt (from 1). */
+  call: z.number().int().positive().optional(),
+  /** On `model`: what the call amounted to (`error` says how it failed, if it did). */
+  model: ModelCallSummarySchema.optional(),
 });
 export type TaskEvent = z.infer<typeof TaskEventSchema>;
 

@@ -22,7 +22,8 @@
  * session config (see session-repair.ts).
  */
 import type { RunTaskInput, TaskOutcome } from "../actors/container-machine.js";
-import type { TurnHooks } from "../adapters/agent-link/pool-adapter.js";
+import type { ModelCallHook, TurnHooks } from "../adapters/agent-link/pool-adapter.js";
+import { callModel } from "../adapters/model/model-client.js";
 import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { retryTransient } from "../adapters/nats/nats-retry.js";
 import { BehaviorStore } from "../adapters/records/behavior-store.js";
@@ -36,6 +37,7 @@ import { ClawfleetError, ErrorCodes, RetryableError, toErrorInfo } from "../erro
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
 import type { Logger } from "../logger.js";
 import type { SessionEntry, TaskEvent } from "../protocol/fleet-messages.js";
+import type { ModelCallSummary } from "../protocol/model-messages.js";
 import {
   type BehaviorRepair,
   describeRepair,
@@ -56,7 +58,7 @@ export class TurnRunner {
     private readonly nodeId: string,
     private readonly options: Pick<
       ResolvedFleetOptions,
-      "leaseRenewMs" | "leaseTtlMs" | "syncIntervalMs"
+      "leaseRenewMs" | "leaseTtlMs" | "syncIntervalMs" | "models"
     >,
     private readonly clock: Clock,
     private readonly log: Logger,
@@ -137,18 +139,28 @@ export class TurnRunner {
         // An earlier attempt saved the turn's files and then lost the task: those files are the
         // turn's result (its checkpoint files may be gone already). Replay every step on them.
         log.info({ version: committed.version }, "turn already committed; replaying its steps");
+        await handle.release?.();
         await this.retry(() =>
           store.restore(tenant, session, handle.workspaceDir, committed.version),
         );
-      } else if (
-        resumeAfter > 0 &&
-        !(await store.restoreCheckpoint(tenant, session, taskId, resumeAfter, handle.workspaceDir))
-      ) {
-        // The files of the last checkpoint are gone: resuming would run on the wrong state. The
-        // turn is not committed, so no attempt's save of it can be the session's latest version.
-        log.warn({ resumeAfter }, "checkpoint files missing; starting the turn over");
-        await checkpoints.reset();
-        resumeAfter = 0;
+      } else if (resumeAfter > 0) {
+        // The agent lets go of the workspace first: its files are about to be replaced.
+        await handle.release?.();
+        if (
+          !(await store.restoreCheckpoint(
+            tenant,
+            session,
+            taskId,
+            resumeAfter,
+            handle.workspaceDir,
+          ))
+        ) {
+          // The files of the last checkpoint are gone: resuming would run on the wrong state. The
+          // turn is not committed, so no attempt's save of it can be the session's latest version.
+          log.warn({ resumeAfter }, "checkpoint files missing; starting the turn over");
+          await checkpoints.reset();
+          resumeAfter = 0;
+        }
       }
       if (resumeAfter === 0 && !committed) {
         const warm = input.warm;
@@ -157,7 +169,10 @@ export class TurnRunner {
           warm?.tenant === tenant &&
           warm.session === session &&
           (await this.retry(() => store.isCurrent(tenant, session, handle.workspaceDir)));
-        if (!current) await this.retry(() => store.restore(tenant, session, handle.workspaceDir));
+        if (!current) {
+          await handle.release?.();
+          await this.retry(() => store.restore(tenant, session, handle.workspaceDir));
+        }
       }
       if (task.repair) {
         // The workspace is the last known-good version now; its config may still be bad.
@@ -188,6 +203,14 @@ export class TurnRunner {
           await event({ type: "effect", step: e.step, message: `${e.kind} (${result})` });
         },
         onLog: (l) => log.debug({ agent: l.level }, l.msg),
+        onModelCall: this.modelCalls(task, containerId, (call, summary, error) =>
+          event({
+            type: "model",
+            call,
+            model: summary,
+            ...(error ? { error: error.toInfo(), retryable: error.retryable } : {}),
+          }),
+        ),
       };
       const syncing = this.syncWhileRunning(
         store,
@@ -276,6 +299,53 @@ export class TurnRunner {
   }
 
   /**
+   * The turn's model calls, relayed to the model gateway; each call lands on the
+   * task's timeline as a `model` event (numbered within the attempt), failed or not.
+   */
+  private modelCalls(
+    task: RunTaskInput["task"],
+    container: string,
+    record: (
+      call: number,
+      summary: ModelCallSummary,
+      error: ClawfleetError | undefined,
+    ) => Promise<void>,
+  ): ModelCallHook {
+    let calls = 0;
+    const models = this.options.models;
+    // A bound on the whole call beyond the upstream's own, for a gateway that vanished mid-answer.
+    const longest = Math.max(0, ...Object.values(models.upstreams).map((u) => u.timeoutMs));
+    const idle = Math.max(0, ...Object.values(models.upstreams).map((u) => u.idleTimeoutMs));
+    return async (request, sink, signal) => {
+      const call = ++calls;
+      const outcome = await callModel(
+        this.nats,
+        {
+          ...request,
+          headers: { ...request.headers },
+          tenant: task.tenant,
+          session: task.session,
+          taskId: task.taskId,
+          attempt: task.attempt,
+          node: this.nodeId,
+          container,
+        },
+        sink,
+        {
+          signal,
+          maxWaitMs: (longest || 300_000) + 10_000,
+          stallMs: (idle || 60_000) + 10_000,
+          maxRequestBytes: models.maxRequestBytes,
+        },
+      );
+      await record(call, outcome.summary, outcome.error).catch((err) =>
+        this.log.warn({ err: toErrorInfo(err) }, "could not record a model call"),
+      );
+      return outcome.error;
+    };
+  }
+
+  /**
    * Syncs the workspace every `syncIntervalMs` while a turn runs (one sync at a time;
    * a failed sync is logged and the next one tries again). `stop` waits for the sync
    * in flight, so the turn's own version is always the newer one.
@@ -320,7 +390,7 @@ export class TurnRunner {
   /** Publishes a task event durably (stored in the events stream) with retries. */
   publishEvent(event: TaskEvent): Promise<void> {
     const subject = this.nats.subjects.taskEvent(event.taskId);
-    const msgID = `${event.taskId}/${event.attempt}/${event.type}/${event.step ?? 0}`;
+    const msgID = `${event.taskId}/${event.attempt}/${event.type}/${event.step ?? 0}${event.call ? `.${event.call}` : ""}`;
     const p = this.retry(() =>
       this.nats.js.publish(subject, JSON.stringify(event), { msgID }),
     ).then(() => {});

@@ -28,7 +28,7 @@ import { SnapshotStore } from "../../src/adapters/snapshots/snapshot-store.js";
 import { ObjectWorkspaceStore } from "../../src/adapters/workspace/object-workspace-store.js";
 import type { SaveOptions, WorkspaceStore } from "../../src/adapters/workspace/workspace-store.js";
 import { systemClock } from "../../src/clock.js";
-import { resolvePoolProfile } from "../../src/fleet-options.js";
+import { resolveFleetOptions, resolvePoolProfile } from "../../src/fleet-options.js";
 import { silentLogger } from "../../src/logger.js";
 import type { DispatchRequest } from "../../src/protocol/fleet-messages.js";
 import { TurnRunner } from "../../src/roles/turn-runner.js";
@@ -37,7 +37,12 @@ import { NatsServer } from "../harness/nats-server.js";
 
 const TENANT = "default";
 const profile = resolvePoolProfile({ sandbox: "none", agentHeartbeatMs: 200, missedHeartbeats: 5 });
-const options = { leaseRenewMs: 200, leaseTtlMs: 5000, syncIntervalMs: 0 };
+const options = {
+  leaseRenewMs: 200,
+  leaseTtlMs: 5000,
+  syncIntervalMs: 0,
+  models: resolveFleetOptions().models,
+};
 const script = (session: string, checkpoint = true) =>
   JSON.stringify({
     ...(checkpoint ? {} : { checkpoint: false }),

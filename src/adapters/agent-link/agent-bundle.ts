@@ -1,5 +1,6 @@
 /**
- * The reference agent as one plain ES module, so a process pool starts it with
+ * An agent program (the reference agent, or the agent host of real runtimes)
+ * as one plain ES module, so a process pool starts it with
  * bare `node` instead of through tsx's TypeScript loader: several hundred
  * milliseconds less per agent start, which every cold start and every
  * restart in place (healing tier 1) pays.
@@ -19,11 +20,16 @@ import { InternalError } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 
 const PROJECT_ROOT = fileURLToPath(new URL("../../..", import.meta.url));
-const AGENT_ENTRY = fileURLToPath(new URL("../../agents/scripted-agent.ts", import.meta.url));
 const CACHE_DIR = path.join(PROJECT_ROOT, "node_modules", ".cache", "clawfleet");
-const PREFIX = "scripted-agent-";
 
-let bundled: Promise<string | null> | undefined;
+/** The agent programs: the reference agent, and the agent host of real runtimes. */
+export const AGENT_ENTRIES = {
+  "scripted-agent": fileURLToPath(new URL("../../agents/scripted-agent.ts", import.meta.url)),
+  "runtime-agent": fileURLToPath(new URL("../../agents/runtime-agent.ts", import.meta.url)),
+} as const;
+export type AgentProgram = keyof typeof AGENT_ENTRIES;
+
+const bundled = new Map<AgentProgram, Promise<string | null>>();
 
 /**
  * The bundle's path, built on first use; null when it cannot be built or
@@ -31,28 +37,35 @@ let bundled: Promise<string | null> | undefined;
  * on every call: a bundle removed meanwhile (another node's cleanup after an
  * upgrade, a wiped cache) is built again.
  */
-export async function scriptedAgentBundle(log?: Logger): Promise<string | null> {
+export async function agentBundle(program: AgentProgram, log?: Logger): Promise<string | null> {
   for (let tries = 0; ; tries++) {
-    bundled ??= writeBundle().catch((err: unknown) => {
-      log?.warn({ err: String(err) }, "cannot bundle the agent; starting it through tsx");
-      return null;
-    });
-    const file = await bundled;
+    let pending = bundled.get(program);
+    if (!pending) {
+      pending = writeBundle(program).catch((err: unknown) => {
+        log?.warn({ err: String(err) }, "cannot bundle the agent; starting it through tsx");
+        return null;
+      });
+      bundled.set(program, pending);
+    }
+    const file = await pending;
     if (file === null || (await exists(file))) return file;
-    bundled = undefined;
+    bundled.delete(program);
     // Gone again right after it was written: something keeps removing it; use tsx.
     if (tries > 0) return null;
   }
 }
 
 /**
- * The reference agent bundled by esbuild into one ES module's bytes; `external`
+ * An agent program bundled by esbuild into one ES module's bytes; `external`
  * packages stay imports (the Docker image inlines everything, for it has no
  * `node_modules`).
  */
-export async function buildAgent(external: readonly string[] = []): Promise<Uint8Array> {
+export async function buildAgent(
+  external: readonly string[] = [],
+  program: AgentProgram = "scripted-agent",
+): Promise<Uint8Array> {
   const result = await build({
-    entryPoints: [AGENT_ENTRY],
+    entryPoints: [AGENT_ENTRIES[program]],
     bundle: true,
     platform: "node",
     format: "esm",
@@ -67,10 +80,10 @@ export async function buildAgent(external: readonly string[] = []): Promise<Uint
   return contents;
 }
 
-async function writeBundle(): Promise<string> {
-  const contents = await buildAgent(["better-sqlite3"]);
+async function writeBundle(program: AgentProgram): Promise<string> {
+  const contents = await buildAgent(["better-sqlite3"], program);
   const hash = createHash("sha256").update(contents).digest("hex").slice(0, 16);
-  const file = path.join(CACHE_DIR, `${PREFIX}${hash}.mjs`);
+  const file = path.join(CACHE_DIR, `${program}-${hash}.mjs`);
   if (await exists(file)) {
     // In use again: not stale for another node's cleanup.
     const now = new Date();
@@ -83,7 +96,7 @@ async function writeBundle(): Promise<string> {
   await writeFile(tmp, contents);
   await rename(tmp, file);
   // Housekeeping only: failing at it must not cost the bundle just written.
-  await removeStale(file).catch(() => {});
+  await removeStale(`${program}-`, file).catch(() => {});
   return file;
 }
 
@@ -91,11 +104,11 @@ async function writeBundle(): Promise<string> {
  * Removes bundles of other versions of the agent untouched for a day. A node
  * still running an older version rebuilds its own if it finds it gone.
  */
-async function removeStale(current: string): Promise<void> {
+async function removeStale(prefix: string, current: string): Promise<void> {
   const DAY_MS = 24 * 3600 * 1000;
   for (const name of await readdir(CACHE_DIR)) {
     const file = path.join(CACHE_DIR, name);
-    if (!name.startsWith(PREFIX) || file === current) continue;
+    if (!name.startsWith(prefix) || file === current) continue;
     const s = await stat(file).catch(() => null);
     if (s && Date.now() - s.mtimeMs > DAY_MS) await rm(file, { force: true });
   }

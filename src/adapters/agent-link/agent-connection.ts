@@ -23,6 +23,7 @@ import {
   type TurnMessage,
   TurnMessageSchema,
 } from "../../protocol/agent-protocol.js";
+import { ModelRelay } from "./model-relay.js";
 import type { TurnHooks } from "./pool-adapter.js";
 
 /** How an {@link AgentConnection} talks to its agent and when it gives up on it. */
@@ -109,6 +110,9 @@ interface ActiveTurn {
 
 type TurnLine = Extract<AgentMessage, { type: "step" | "effect" | "result" | "error" }>;
 
+/** Requests the host makes between turns and the agent answers with the same id. */
+type RoundTrip = "quiesce" | "release";
+
 function asClawfleetError(err: unknown, what: string): ClawfleetError {
   if (err instanceof ClawfleetError) return err;
   const reason = err instanceof Error ? err.message : String(err);
@@ -129,8 +133,9 @@ export class AgentConnection {
   private readonly failureListeners = new Set<(err: ClawfleetError) => void>();
   private readyWaiters: { resolve: () => void; reject: (err: ClawfleetError) => void }[] = [];
   private capabilities = new Set<string>();
-  private readonly quiesceWaiters = new Map<number, () => void>();
-  private nextQuiesceId = 1;
+  private readonly roundTrips = new Map<number, () => void>();
+  private nextRoundTripId = 1;
+  private readonly relay: ModelRelay;
   private isReady = false;
   private failed: ClawfleetError | undefined;
   private active: ActiveTurn | undefined;
@@ -142,6 +147,13 @@ export class AgentConnection {
     this.logger = options.logger ?? silentLogger;
     this.tailMax = options.logTailLines ?? 200;
     this.graceMs = options.cancelGraceMs ?? 2000;
+    this.relay = new ModelRelay(
+      (msg) => this.write(msg),
+      (err) => {
+        if (this.active) this.stopTurn(this.active, err);
+      },
+      this.logger,
+    );
     const maxLine = options.maxLineBytes ?? 8 * 1024 * 1024;
     const framer = new LineFramer(
       maxLine,
@@ -272,20 +284,33 @@ export class AgentConnection {
    * answer within `timeoutMs` fails the snapshot rather than risk a torn copy.
    */
   quiesce(timeoutMs = 10_000): Promise<void> {
-    if (!this.capabilities.has("quiesce") || this.failed) return Promise.resolve();
-    const id = this.nextQuiesceId++;
+    return this.roundTrip("quiesce", timeoutMs);
+  }
+
+  /**
+   * Asks the agent to close everything it holds open in the workspace (its files
+   * are about to be replaced) and waits for its answer. A no-op for agents
+   * without the `release` capability.
+   */
+  release(timeoutMs = 30_000): Promise<void> {
+    return this.roundTrip("release", timeoutMs);
+  }
+
+  private roundTrip(type: RoundTrip, timeoutMs: number): Promise<void> {
+    if (!this.capabilities.has(type) || this.failed) return Promise.resolve();
+    const id = this.nextRoundTripId++;
     return new Promise<void>((resolve, reject) => {
       const timer = this.clock.setTimeout(() => {
-        this.quiesceWaiters.delete(id);
+        this.roundTrips.delete(id);
         reject(
-          new AgentError(ErrorCodes.AGENT_HUNG, `agent did not quiesce within ${timeoutMs} ms`),
+          new AgentError(ErrorCodes.AGENT_HUNG, `agent did not ${type} within ${timeoutMs} ms`),
         );
       }, timeoutMs);
-      this.quiesceWaiters.set(id, () => {
+      this.roundTrips.set(id, () => {
         this.clock.clearTimeout(timer);
         resolve();
       });
-      this.write({ type: "quiesce", id });
+      this.write({ type, id });
     });
   }
 
@@ -311,8 +336,15 @@ export class AgentConnection {
         for (const w of this.readyWaiters.splice(0)) w.resolve();
         return;
       case "quiesced":
-        this.quiesceWaiters.get(msg.id)?.();
-        this.quiesceWaiters.delete(msg.id);
+      case "released":
+        this.roundTrips.get(msg.id)?.();
+        this.roundTrips.delete(msg.id);
+        return;
+      case "model_request":
+        this.relay.request(msg, this.active?.stopping ? undefined : this.active?.hooks.onModelCall);
+        return;
+      case "model_abort":
+        this.relay.abort(msg.id);
         return;
       case "heartbeat":
         return;
@@ -390,6 +422,8 @@ export class AgentConnection {
     this.clock.clearTimeout(turn.deadline);
     if (turn.grace !== undefined) this.clock.clearTimeout(turn.grace);
     turn.detach?.();
+    // No model call outlives its turn: it would be billed to nobody.
+    this.relay.abortAll(new TerminalError(ErrorCodes.CANCELED, "the turn ended"));
     if (typeof outcome === "string") turn.resolve(outcome);
     else turn.reject(outcome);
   }

@@ -19,6 +19,32 @@ export interface ContainerSpec {
   readonly env?: Readonly<Record<string, string>>;
 }
 
+/** One model call of the agent, as its shim relayed it (credentials already stripped). */
+export interface AgentModelRequest {
+  readonly upstream: string;
+  readonly method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+}
+
+/** Where a model call's answer goes, as it arrives: the head once, then body chunks. */
+export interface ModelCallSink {
+  head(status: number, headers: Record<string, string>): void;
+  chunk(data: string): void;
+}
+
+/**
+ * Forwards one model call and streams its answer into `sink`. Resolves once the
+ * answer is complete: with nothing, or with the error the bridge or gateway
+ * failed with (an upstream's own HTTP error is an answer, not an error).
+ */
+export type ModelCallHook = (
+  request: AgentModelRequest,
+  sink: ModelCallSink,
+  signal: AbortSignal,
+) => Promise<ClawfleetError | undefined>;
+
 /** Callbacks a running turn reports through; each is awaited before the agent goes on. */
 export interface TurnHooks {
   /** A step checkpoint; the agent receives its ack only after this resolves. */
@@ -27,6 +53,8 @@ export interface TurnHooks {
   onEffect(effect: { step: number; kind: string; payload: unknown }): Promise<void>;
   /** A log line from the agent. */
   onLog(log: { level: "debug" | "info" | "warn" | "error"; msg: string }): void;
+  /** The agent's model calls during this turn; without it they are refused. */
+  onModelCall?: ModelCallHook;
 }
 
 /** Why an agent or container went away without being asked to. */
@@ -60,6 +88,12 @@ export interface ContainerHandle {
    * WAL) and waits until it has. Absent or a no-op for agents that cannot.
    */
   quiesce?(): Promise<void>;
+  /**
+   * Asks the agent to close everything it holds open in the workspace, which is
+   * about to be replaced by another session's files. Absent or a no-op for
+   * agents that hold nothing between turns.
+   */
+  release?(): Promise<void>;
   /** The last lines the agent wrote to stderr and log messages, oldest first. */
   logTail(): string[];
   /** Stops the agent and releases the container; idempotent. */

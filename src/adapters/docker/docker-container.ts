@@ -131,6 +131,14 @@ export class DockerContainer implements ContainerHandle {
     return () => this.exitListeners.delete(listener);
   }
 
+  quiesce(): Promise<void> {
+    return this.conn.quiesce();
+  }
+
+  release(): Promise<void> {
+    return this.conn.release();
+  }
+
   logTail(): string[] {
     return this.conn.logTail();
   }

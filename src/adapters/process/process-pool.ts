@@ -15,9 +15,11 @@ import { type Clock, systemClock } from "../../clock.js";
 import { AgentError, type ClawfleetError, ConfigError, ErrorCodes } from "../../errors.js";
 import type { PoolProfile } from "../../fleet-options.js";
 import { type Logger, silentLogger } from "../../logger.js";
+import type { ModelGatewaySettings } from "../../model-gateway-options.js";
 import type { TurnMessage } from "../../protocol/agent-protocol.js";
-import { scriptedAgentBundle } from "../agent-link/agent-bundle.js";
+import { AGENT_ENTRIES, agentBundle } from "../agent-link/agent-bundle.js";
 import { AgentConnection } from "../agent-link/agent-connection.js";
+import { agentLaunch, type RuntimeFiles } from "../agent-link/agent-launch.js";
 import type {
   ContainerHandle,
   ContainerSpec,
@@ -37,7 +39,6 @@ import {
 export type SandboxKind = "bwrap" | "none";
 
 const PROJECT_ROOT = fileURLToPath(new URL("../../..", import.meta.url));
-const AGENT_ENTRY = fileURLToPath(new URL("../../agents/scripted-agent.ts", import.meta.url));
 const TSX_LOADER = createRequire(import.meta.url).resolve("tsx");
 
 /** The sandbox `auto` would choose on this host (probes bwrap once per process). */
@@ -68,6 +69,13 @@ export interface ProcessPoolOptions {
   readonly logger?: Logger;
   /** Time between SIGTERM and SIGKILL in {@link ContainerHandle.stop}. Default 2000 ms. */
   readonly stopGraceMs?: number;
+  /** The fleet's model settings: upstreams' wire formats and the request size limit. */
+  readonly models?: ModelGatewaySettings;
+  /**
+   * Where a real runtime's own files are (OpenClaw: Node 24 and the package),
+   * shown read-only in the sandbox; throws `RUNTIME_NOT_INSTALLED` when missing.
+   */
+  readonly runtimeFiles?: (profile: PoolProfile) => Promise<RuntimeFiles | undefined>;
 }
 
 /** Runs each container as a local child process; `kind` is `process`. */
@@ -105,23 +113,42 @@ export class ProcessPool implements PoolAdapter {
     await mkdir(spec.workspaceDir, { recursive: true });
     const workspace = await realpath(spec.workspaceDir);
     const node = await realpath(process.execPath);
-    const bundle = await scriptedAgentBundle(this.logger);
-    const agentArgs = bundle ? [bundle] : ["--import", pathToFileURL(TSX_LOADER).href, AGENT_ENTRY];
     const boxed = sandbox === "bwrap";
+    const found = await this.options.runtimeFiles?.(spec.profile);
+    // The sandbox binds real paths: the agent must be told the path it will find.
+    const runtime = found && { dir: await realpath(found.dir) };
+    const launch = agentLaunch(spec.profile, {
+      models: this.options.models,
+      privateNetwork: boxed,
+      runtime,
+    });
+    const bundle = await agentBundle(launch.program, this.logger);
+    const agentArgs = bundle
+      ? [bundle]
+      : ["--import", pathToFileURL(TSX_LOADER).href, AGENT_ENTRIES[launch.program]];
     // The host environment is never inherited: it may hold credentials the agent must not see.
     const env = {
       PATH: boxed ? SANDBOX_PATH : (process.env.PATH ?? SANDBOX_PATH),
       HOME: boxed ? "/tmp" : tmpdir(),
       ...spec.env,
+      ...launch.env,
       CLAWFLEET_WORKSPACE: boxed ? SANDBOX_WORKSPACE : workspace,
       CLAWFLEET_HEARTBEAT_MS: String(spec.profile.agentHeartbeatMs),
     };
     if (!boxed) return { sandbox, file: node, args: agentArgs, env, cwd: workspace };
+    const extra = [
+      ...(runtime ? [runtime.dir] : []),
+      ...(spec.profile.command?.readOnlyPaths ?? []),
+    ];
     const args = buildBwrapArgs({
       workspaceDir: workspace,
       command: [node, ...agentArgs],
       env,
-      readOnlyPaths: [await realpath(PROJECT_ROOT), ...runtimeReadOnlyPaths()],
+      readOnlyPaths: [
+        await realpath(PROJECT_ROOT),
+        ...runtimeReadOnlyPaths(),
+        ...(await Promise.all(extra.map((p) => realpath(p)))),
+      ],
       maskPaths: await this.maskPaths(),
       hostname: spec.id.slice(0, 64),
     });
@@ -239,6 +266,10 @@ export class ProcessContainer implements ContainerHandle {
 
   quiesce(): Promise<void> {
     return this.conn.quiesce();
+  }
+
+  release(): Promise<void> {
+    return this.conn.release();
   }
 
   logTail(): string[] {

@@ -77,7 +77,8 @@ export function isTerminalItem(item: TimelineItem): boolean {
  */
 export function timelineKey(item: TimelineItem): string {
   const step = item.source === "node" ? (item.step ?? 0) : 0;
-  return `${item.source}/${item.type}/${item.attempt}/${step}/${item.at}`;
+  const call = item.source === "node" && item.call !== undefined ? `.${item.call}` : "";
+  return `${item.source}/${item.type}/${item.attempt}/${step}${call}/${item.at}`;
 }
 
 /**
