@@ -26,6 +26,11 @@ export interface AgentRuntime {
   readonly config?: RuntimeConfigSpec;
   /** Judges one behaviour file: what is wrong with it, or undefined when it is fine. */
   checkBehaviorFile(name: string, text: string): string | undefined;
+  /**
+   * Workspace paths its snapshots leave out beyond SQLite's live side files
+   * (exclude patterns: workspace-exclude.ts), e.g. lock and scratch databases.
+   */
+  readonly snapshotExclude?: readonly string[];
 }
 
 /** The reference scripted agent. */
@@ -35,7 +40,25 @@ export const scriptedRuntime: AgentRuntime = {
   checkBehaviorFile: checkScriptedBehaviorFile,
 };
 
-const RUNTIMES: Readonly<Record<string, AgentRuntime>> = { scripted: scriptedRuntime };
+/** Behaviour files a CLI agent reads from its workspace: any text, bounded in size. */
+const MAX_BEHAVIOR_BYTES = 256 * 1024;
+
+/**
+ * Any CLI agent run once per turn: clawfleet manages no config of its own in
+ * the workspace, and behaviour files are the agent's business (size-capped).
+ */
+export const commandRuntime: AgentRuntime = {
+  name: "command",
+  checkBehaviorFile: (name, text) =>
+    Buffer.byteLength(text) > MAX_BEHAVIOR_BYTES
+      ? `${name} is over ${MAX_BEHAVIOR_BYTES} bytes`
+      : undefined,
+};
+
+const RUNTIMES: Readonly<Record<string, AgentRuntime>> = {
+  scripted: scriptedRuntime,
+  command: commandRuntime,
+};
 
 /** The runtime named `name` (pool profiles name one; options validation keeps them known). */
 export function agentRuntime(name: string): AgentRuntime {

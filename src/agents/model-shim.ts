@@ -47,6 +47,8 @@ const UPSTREAM = /^[A-Za-z0-9_-]{1,64}$/;
 /** The HTTP status an agent's client sees for a bridge failure before any answer began. */
 export function statusOfModelError(code: string): number {
   switch (code) {
+    case ErrorCodes.INVALID_REQUEST:
+      return 400;
     case ErrorCodes.MODEL_REQUEST_TOO_LARGE:
       return 413;
     case ErrorCodes.MODEL_UPSTREAM_UNKNOWN:

@@ -15,6 +15,7 @@ import type { FleetNats } from "../adapters/nats/fleet-nats.js";
 import { SnapshotStore, SQLITE_LIVE_FILES } from "../adapters/snapshots/snapshot-store.js";
 import { ObjectWorkspaceStore } from "../adapters/workspace/object-workspace-store.js";
 import type { WorkspaceStore } from "../adapters/workspace/workspace-store.js";
+import { agentRuntime } from "../agents/agent-runtime.js";
 import { type Clock, every, isoNow, systemClock } from "../clock.js";
 import { ErrorCodes, RetryableError, toErrorInfo } from "../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../fleet-options.js";
@@ -142,8 +143,14 @@ export class FleetNode {
       this.clock,
     );
     return new ObjectWorkspaceStore(snapshots, {
-      // SQLite's live side files are never copied; the agent folds its WAL in first.
-      exclude: SQLITE_LIVE_FILES,
+      // SQLite's live side files are never copied; the agent folds its WAL in first. Runtimes
+      // add their own scratch and lock files (OpenClaw's).
+      exclude: [
+        ...new Set([
+          ...SQLITE_LIVE_FILES,
+          ...this.options.pools.flatMap((p) => agentRuntime(p.runtime).snapshotExclude ?? []),
+        ]),
+      ],
       quiesce: async (dir) => this.handlesByDir.get(dir)?.quiesce?.(),
       keepLast: this.options.snapshotKeepLast,
     });

@@ -4,14 +4,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SimulatedClock } from "xstate";
 import { AgentConnection, LineFramer } from "../../src/adapters/agent-link/agent-connection.js";
 import type { TurnHooks } from "../../src/adapters/agent-link/pool-adapter.js";
 import { type ClawfleetError, ErrorCodes, TerminalError } from "../../src/errors.js";
 import type { TurnMessage } from "../../src/protocol/agent-protocol.js";
+import { agentPeer as peer } from "../harness/agent-peer.js";
 
 const AGENT = fileURLToPath(new URL("../../src/agents/scripted-agent.ts", import.meta.url));
 const TSX = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
@@ -55,56 +54,6 @@ describe("LineFramer", () => {
     expect(f.overflows()).toBe(2);
   });
 });
-
-/** The test plays the agent over a pair of real streams, on a simulated clock. */
-function peer(options: { cancelGraceMs?: number; missedHeartbeats?: number } = {}) {
-  const fromAgent = new PassThrough();
-  const toAgent = new PassThrough();
-  const clock = new SimulatedClock();
-  const conn = new AgentConnection({
-    input: fromAgent,
-    output: toAgent,
-    heartbeatMs: 100,
-    missedHeartbeats: 3,
-    clock,
-    ...options,
-  });
-  const received: unknown[] = [];
-  const waiters: { pred: (m: unknown) => boolean; resolve: (m: unknown) => void }[] = [];
-  const hostLines = new LineFramer(
-    1 << 20,
-    (line) => {
-      const msg = JSON.parse(line) as unknown;
-      const waiter = waiters.find((w) => w.pred(msg));
-      if (waiter === undefined) received.push(msg);
-      else {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        waiter.resolve(msg);
-      }
-    },
-    () => {},
-  );
-  toAgent.on("data", (chunk: Buffer) => hostLines.push(chunk));
-  /** Writes an agent line and resolves once the connection has consumed it. */
-  async function send(msg: unknown): Promise<void> {
-    const consumed = once(fromAgent, "data");
-    fromAgent.write(`${JSON.stringify(msg)}\n`);
-    await consumed;
-  }
-  /** Resolves with the next host message of `type` (or one already received). */
-  function next(type: string): Promise<Record<string, unknown>> {
-    const pred = (m: unknown) => (m as { type?: string }).type === type;
-    const seen = received.find(pred);
-    if (seen !== undefined) {
-      received.splice(received.indexOf(seen), 1);
-      return Promise.resolve(seen as Record<string, unknown>);
-    }
-    return new Promise((resolve) =>
-      waiters.push({ pred, resolve: (m) => resolve(m as Record<string, unknown>) }),
-    );
-  }
-  return { conn, clock, fromAgent, send, next };
-}
 
 describe("AgentConnection (protocol peer)", () => {
   it("frames a multi-MiB step split in chunks and acks only after onStep", async () => {
