@@ -6,7 +6,9 @@ let ok = false;
 for (const pid of readdirSync("/proc")) {
   if (!/^[0-9]+$/.test(pid) || Number(pid) === process.pid) continue;
   try {
-    if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("/app/agent.mjs")) continue;
+    // The reference agent or the agent host of a real runtime (clawfleet's docker-image.ts).
+    if (!/\/app\/(agent|runtime-agent)\.mjs/.test(readFileSync(`/proc/${pid}/cmdline`, "utf8")))
+      continue;
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const state = stat.slice(stat.lastIndexOf(")") + 2).charAt(0);
     if (state !== "Z" && state !== "T") ok = true;

@@ -28,6 +28,7 @@ describe("the registry-free agent image context", () => {
       "Dockerfile",
       "rootfs/app",
       "rootfs/app/agent.mjs",
+      "rootfs/app/runtime-agent.mjs",
       "rootfs/app/healthcheck.mjs",
       "rootfs/etc",
       "rootfs/etc/passwd",

@@ -6,8 +6,9 @@
 import { access, lchown, lstat, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import type Docker from "dockerode";
+import type { AgentLaunch } from "../agent-link/agent-launch.js";
 import type { ContainerSpec } from "../agent-link/pool-adapter.js";
-import { IMAGE_WORKSPACE } from "./docker-image.js";
+import { IMAGE_PROGRAMS, IMAGE_WORKSPACE } from "./docker-image.js";
 
 /** Label keys every clawfleet container carries. */
 export const LABELS = {
@@ -44,10 +45,12 @@ export function containerCreateOptions(
   spec: ContainerSpec,
   workspaceDir: string,
   owner: ContainerOwner,
+  launch: AgentLaunch = { program: "scripted-agent", env: {} },
 ): Docker.ContainerCreateOptions {
   const d = spec.profile.docker;
   const env = {
     ...spec.env,
+    ...launch.env,
     CLAWFLEET_WORKSPACE: IMAGE_WORKSPACE,
     CLAWFLEET_HEARTBEAT_MS: String(spec.profile.agentHeartbeatMs),
     HOME: "/tmp",
@@ -57,6 +60,7 @@ export function containerCreateOptions(
   return {
     name: containerName(owner.fleet, spec.id),
     Image: d.image,
+    Cmd: [IMAGE_PROGRAMS[launch.program]],
     User: owner.user,
     WorkingDir: IMAGE_WORKSPACE,
     Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),

@@ -20,7 +20,7 @@ import { promisify } from "node:util";
 import type Docker from "dockerode";
 import { pack } from "tar-stream";
 import { ConfigError } from "../../errors.js";
-import { buildAgent } from "../agent-link/agent-bundle.js";
+import { type AgentProgram, buildAgent } from "../agent-link/agent-bundle.js";
 
 /** The tag `clawfleet image build` gives the image by default, and pools run by default. */
 export const DEFAULT_AGENT_IMAGE = "clawfleet-agent:local";
@@ -45,8 +45,15 @@ ENV HOME=/tmp NODE_ENV=production CLAWFLEET_WORKSPACE=${IMAGE_WORKSPACE}
 LABEL org.opencontainers.image.title="clawfleet-agent" ${CONTEXT_HASH_LABEL}="${hash}"
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \\
   CMD ["/usr/local/bin/node", "/app/healthcheck.mjs"]
-ENTRYPOINT ["/usr/local/bin/node", "/app/agent.mjs"]
+ENTRYPOINT ["/usr/local/bin/node"]
+CMD ["${IMAGE_PROGRAMS["scripted-agent"]}"]
 `;
+
+/** Where each agent program is in the image: the reference agent, the agent host of real runtimes. */
+export const IMAGE_PROGRAMS: Readonly<Record<AgentProgram, string>> = {
+  "scripted-agent": "/app/agent.mjs",
+  "runtime-agent": "/app/runtime-agent.mjs",
+};
 
 /** One file or directory of the build context. */
 interface ContextEntry {
@@ -87,12 +94,12 @@ export async function nodeRuntimeFiles(nodePath: string = process.execPath) {
 }
 
 /**
- * The reference agent and its pure-JS dependencies as one ES module (better-sqlite3,
+ * An agent program and its pure-JS dependencies as one ES module (better-sqlite3,
  * native and optional, is left out).
  */
-export async function bundleAgent(): Promise<Buffer> {
+export async function bundleAgent(program: AgentProgram = "scripted-agent"): Promise<Buffer> {
   try {
-    return Buffer.from(await buildAgent());
+    return Buffer.from(await buildAgent([], program));
   } catch (err) {
     throw new ConfigError(`cannot bundle the agent: ${(err as Error).message}`, { cause: err });
   }
@@ -104,13 +111,14 @@ const text = (s: string) => Buffer.from(s, "utf8");
 export async function agentImageContext(
   progress: (line: string) => void = () => {},
 ): Promise<AgentImageContext> {
-  progress("bundling the reference agent with esbuild");
-  const agent = await bundleAgent();
+  progress("bundling the reference agent and the agent host with esbuild");
+  const [agent, host] = await Promise.all([bundleAgent(), bundleAgent("runtime-agent")]);
   const { binary, libs } = await nodeRuntimeFiles();
   progress(`node runtime: ${binary} (${process.version}) and ${libs.length} shared libraries`);
   const files: ContextEntry[] = [
     { name: "rootfs/app", mode: 0o755 },
-    { name: "rootfs/app/agent.mjs", mode: 0o444, data: agent },
+    { name: `rootfs${IMAGE_PROGRAMS["scripted-agent"]}`, mode: 0o444, data: agent },
+    { name: `rootfs${IMAGE_PROGRAMS["runtime-agent"]}`, mode: 0o444, data: host },
     { name: "rootfs/app/healthcheck.mjs", mode: 0o444, data: await readFile(HEALTHCHECK) },
     { name: "rootfs/etc", mode: 0o755 },
     {

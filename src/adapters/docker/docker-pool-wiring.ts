@@ -83,6 +83,7 @@ export async function openNodeDockerPool(
     fleet: options.prefix,
     nodeId: options.nodeId,
     settings: options.docker,
+    models: options.models,
     clock: deps.clock,
     logger: deps.logger,
     onShed: deps.onShed,

@@ -19,9 +19,11 @@ import type { Writable } from "node:stream";
 import Docker from "dockerode";
 import { type Clock, every, systemClock } from "../../clock.js";
 import { AgentError, ErrorCodes } from "../../errors.js";
-import type { DockerFleetSettings } from "../../fleet-options.js";
+import type { DockerFleetSettings, PoolProfile } from "../../fleet-options.js";
 import { type Logger, silentLogger } from "../../logger.js";
+import type { ModelGatewaySettings } from "../../model-gateway-options.js";
 import { AgentConnection } from "../agent-link/agent-connection.js";
+import { agentLaunch, type RuntimeFiles } from "../agent-link/agent-launch.js";
 import type { ContainerSpec, PoolAdapter } from "../agent-link/pool-adapter.js";
 import {
   type ContainerOwner,
@@ -60,6 +62,10 @@ export interface DockerPoolOptions {
   readonly orphanGraceMs?: number;
   /** Time between SIGTERM and SIGKILL when a container stops. Default 2000 ms. */
   readonly stopGraceMs?: number;
+  /** The fleet's model settings: upstreams' wire formats and the request size limit. */
+  readonly models?: ModelGatewaySettings;
+  /** Where a real runtime's files are inside the pool's image (OpenClaw's). */
+  readonly runtimeFiles?: (profile: PoolProfile) => RuntimeFiles | undefined;
   readonly clock?: Clock;
   readonly logger?: Logger;
 }
@@ -145,7 +151,16 @@ export class DockerPool implements PoolAdapter {
         process.geteuid?.() === 0 ? () => chownTree(workspace, uid, gid) : async () => {};
       await chown();
       container = await this.docker.createContainer(
-        containerCreateOptions(spec, workspace, this.owner),
+        containerCreateOptions(
+          spec,
+          workspace,
+          this.owner,
+          agentLaunch(spec.profile, {
+            models: this.options.models,
+            privateNetwork: spec.profile.docker.network === "none",
+            runtime: this.options.runtimeFiles?.(spec.profile),
+          }),
+        ),
       );
       const stream = await container.attach({
         stream: true,
