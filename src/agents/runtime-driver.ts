@@ -11,7 +11,7 @@ export {
   type AgentHostConfig,
   type AgentHostConfigInput,
   AgentHostConfigSchema,
-} from "../protocol/agent-host-config.js";
+} from "../agent-host-config.js";
 
 /** A turn as the driver gets it (validated, defaults applied). */
 export type DriverTurn = z.output<typeof TurnMessageSchema>;

@@ -4,9 +4,10 @@
  * handed to the agent host, and the host paths its sandbox must show read-only.
  * Shared by the process and Docker pools so both launch the same thing.
  */
+
+import type { AgentHostConfigInput } from "../../agent-host-config.js";
 import type { PoolProfile } from "../../fleet-options.js";
 import type { ModelGatewaySettings } from "../../model-gateway-options.js";
-import type { AgentHostConfigInput } from "../../protocol/agent-host-config.js";
 import type { AgentProgram } from "./agent-bundle.js";
 
 /** The model shim's port inside a private network namespace (sandboxed agents). */

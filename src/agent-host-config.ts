@@ -9,7 +9,7 @@ import {
   CommandProfileSchema,
   ModelBindingSchema,
   OpenClawProfileSchema,
-} from "../runtime-options.js";
+} from "./runtime-options.js";
 
 /** See the module comment. */
 export const AgentHostConfigSchema = z.object({
