@@ -1,7 +1,7 @@
 /**
  * The role commands: `up` (a whole fleet in one process) and `node`,
- * `orchestrator`, `gateway` (one role against an existing NATS server). They
- * run until SIGINT/SIGTERM and then stop cleanly.
+ * `orchestrator`, `gateway`, `model-gateway` (one role against an existing NATS
+ * server). They run until SIGINT/SIGTERM and then stop cleanly.
  */
 import path from "node:path";
 import { type Command, Option } from "commander";
@@ -31,6 +31,8 @@ interface RoleFlags extends LocatorFlags {
   sandbox?: "auto" | "bwrap" | "none";
   pool?: "process" | "docker";
   installNats?: boolean;
+  modelUrl?: string;
+  modelKeyEnv?: string;
 }
 
 /** Options of a role process, from `--config` (JSON), flags and environment. */
@@ -54,12 +56,41 @@ async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
   if (flags.pool) pool.kind = flags.pool;
   return resolveFleetOptions({
     ...base,
+    models: modelOptions(base.models, flags),
     dataDir: dataDirOf({ dataDir: flags.dataDir ?? base.dataDir }),
     prefix: flags.prefix ?? process.env.CLAWFLEET_PREFIX ?? base.prefix,
     natsUrl: natsUrl ?? base.natsUrl,
     nodeId: flags.id ?? base.nodeId,
     pools: [pool, ...(base.pools?.slice(1) ?? [])],
   });
+}
+
+/**
+ * `--model-url` creates or replaces the `default` upstream's baseUrl (the one pools
+ * bind to unless told otherwise), keeping the rest of its settings from `--config`;
+ * `--model-key-env` names the variable its key is read from.
+ */
+function modelOptions(base: FleetOptions["models"], flags: RoleFlags): FleetOptions["models"] {
+  if (flags.modelUrl === undefined && flags.modelKeyEnv === undefined) return base;
+  const current = base?.upstreams?.default;
+  const baseUrl = flags.modelUrl ?? current?.baseUrl;
+  if (baseUrl === undefined)
+    throw new ConfigError("--model-key-env needs --model-url or an upstream `default` in --config");
+  const upstream = { ...current, baseUrl };
+  if (flags.modelKeyEnv !== undefined) {
+    upstream.keyEnv = flags.modelKeyEnv;
+    delete upstream.keyFile;
+  }
+  return { ...base, upstreams: { ...base?.upstreams, default: upstream } };
+}
+
+function withModelFlags(cmd: Command): Command {
+  return cmd
+    .option(
+      "--model-url <url>",
+      "base URL of the model upstream `default` (e.g. http://127.0.0.1:4010/v1)",
+    )
+    .option("--model-key-env <name>", "environment variable holding the `default` upstream's key");
 }
 
 const SANDBOXES = ["auto", "bwrap", "none"] as const;
@@ -183,11 +214,11 @@ async function runRoles(roles: RoleName[], flags: RoleFlags): Promise<void> {
   await serve(signals, stopAll);
 }
 
-/** Registers `up`, `node`, `orchestrator` and `gateway`. */
+/** Registers `up`, `node`, `orchestrator`, `gateway` and `model-gateway`. */
 export function registerRoleCommands(program: Command): void {
-  withRoleFlags(program.command("up"))
+  withModelFlags(withRoleFlags(program.command("up")))
     .description(
-      "run a one-node fleet in this process: embedded nats-server, orchestrator, node and gateway",
+      "run a one-node fleet in this process: embedded nats-server, orchestrator, node, gateway and model gateway",
     )
     .option("--install-nats", "install nats-server with apt-get when missing (Debian, as root)")
     .action(async (flags: RoleFlags) => {
@@ -222,4 +253,9 @@ export function registerRoleCommands(program: Command): void {
       .description(`run the ${role} role against an existing NATS server`)
       .action((flags: RoleFlags) => runRoles([role], flags));
   }
+  withModelFlags(withRoleFlags(program.command("model-gateway")))
+    .description(
+      "run the model gateway (holds the upstream keys, forwards agents' model calls) against an existing NATS server",
+    )
+    .action((flags: RoleFlags) => runRoles(["model-gateway"], flags));
 }

@@ -17,10 +17,11 @@ import { ApiService } from "../gateway/api-service.js";
 import { type Logger, silentLogger } from "../logger.js";
 import { FleetNode } from "./fleet-node.js";
 import { FleetOrchestrator } from "./fleet-orchestrator.js";
+import { ModelGateway } from "./model-gateway.js";
 import { isAlive } from "./node-dirs.js";
 
 /** The roles a process can run. */
-export type RoleName = "node" | "orchestrator" | "gateway";
+export type RoleName = "node" | "orchestrator" | "gateway" | "model-gateway";
 
 /** Shared dependencies of roles in one process. */
 export interface RoleDeps {
@@ -84,6 +85,15 @@ export async function startRole(
     case "gateway": {
       const api = await ApiService.start(options, common);
       return closing(() => api.stop());
+    }
+    case "model-gateway": {
+      const gateway = new ModelGateway({ ...common, settings: options.models });
+      // A missing key is a ConfigError here, at start: close the connection with it.
+      await gateway.start().catch(async (err) => {
+        await nats.close();
+        throw err;
+      });
+      return closing(() => gateway.stop());
     }
   }
 }
@@ -185,7 +195,9 @@ export async function startLocalFleet(
     }
   };
   try {
-    for (const name of deps.roles ?? (["orchestrator", "node", "gateway"] as const)) {
+    // The model gateway first, so it stops last: turns still running can finish their calls.
+    const roles = deps.roles ?? (["model-gateway", "orchestrator", "node", "gateway"] as const);
+    for (const name of roles) {
       started.push(await startRole(name, resolved, deps));
     }
   } catch (err) {
