@@ -10,6 +10,7 @@ import { connectFleet, type FleetNats } from "../adapters/nats/fleet-nats.js";
 import { ensureNatsServer } from "../adapters/nats/nats-server-binary.js";
 import { type NatsServerHandle, startNatsServer } from "../adapters/nats/nats-server-process.js";
 import { ProcessPool } from "../adapters/process/process-pool.js";
+import { locateOpenClaw } from "../adapters/runtimes/openclaw-runtime.js";
 import { type Clock, systemClock } from "../clock.js";
 import { ConfigError } from "../errors.js";
 import type { ResolvedFleetOptions } from "../fleet-options.js";
@@ -19,6 +20,7 @@ import { FleetNode } from "./fleet-node.js";
 import { FleetOrchestrator } from "./fleet-orchestrator.js";
 import { ModelGateway } from "./model-gateway.js";
 import { isAlive } from "./node-dirs.js";
+import { preflightPools } from "./pool-preflight.js";
 
 /** The roles a process can run. */
 export type RoleName = "node" | "orchestrator" | "gateway" | "model-gateway";
@@ -106,7 +108,20 @@ async function nodeAdapter(
   logger: Logger,
 ): Promise<PoolAdapter> {
   const kinds = new Set(options.pools.map((p) => p.kind));
-  const processes = new ProcessPool({ maskPaths: [options.dataDir], clock, logger });
+  // A pool whose agent program is missing fails the node's start here, once, with its code.
+  await preflightPools(options.pools, {
+    locateRuntime: (p) => locateOpenClaw(p.openclaw.runtimesDir),
+  });
+  const processes = new ProcessPool({
+    maskPaths: [options.dataDir],
+    clock,
+    logger,
+    models: options.models,
+    runtimeFiles: async (profile) =>
+      profile.runtime === "openclaw"
+        ? { dir: (await locateOpenClaw(profile.openclaw.runtimesDir)).dir }
+        : undefined,
+  });
   if (!kinds.has("docker")) return processes;
   // Loaded only for Docker pools: process-only nodes never load the Docker client.
   const { openNodeDockerPool, PoolRouter } = await import(
