@@ -14,6 +14,7 @@ export {
   ErrorCodes,
   type ErrorInfo,
   InternalError,
+  ModelError,
   NatsServerError,
   NotFoundError,
   RetryableError,
@@ -30,6 +31,23 @@ export {
   resolvePoolProfile,
 } from "./fleet-options.js";
 export { type Logger, silentLogger } from "./logger.js";
+export type {
+  ModelGatewayOptions,
+  ModelGatewaySettings,
+  ModelUpstream,
+  ModelUpstreamOptions,
+} from "./model-gateway-options.js";
+export {
+  COMMAND_PRESETS,
+  type CommandProfile,
+  type CommandProfileOptions,
+  type ModelBinding,
+  type ModelBindingOptions,
+  type OpenClawProfile,
+  type OpenClawProfileOptions,
+  RUNTIME_NAMES,
+  type RuntimeName,
+} from "./runtime-options.js";
 
 // ---- Protocol: the wire schemas ------------------------------------------------------
 export {
@@ -63,6 +81,14 @@ export {
   type FleetSubjects,
   fleetSubjects,
 } from "./protocol/fleet-subjects.js";
+export {
+  type ModelCallRequest,
+  ModelCallRequestSchema,
+  type ModelCallSummary,
+  ModelCallSummarySchema,
+  type ModelFrame,
+  ModelFrameSchema,
+} from "./protocol/model-messages.js";
 
 // ---- Edge: talking to a fleet --------------------------------------------------------
 export { ApiService, type ApiServiceDeps } from "./gateway/api-service.js";
@@ -89,6 +115,7 @@ export {
 } from "./actors/task-machine.js";
 export { FleetNode, type FleetNodeDeps } from "./roles/fleet-node.js";
 export { FleetOrchestrator, type FleetOrchestratorDeps } from "./roles/fleet-orchestrator.js";
+export { ModelGateway, type ModelGatewayDeps } from "./roles/model-gateway.js";
 export {
   type LocalFleet,
   type RoleDeps,
@@ -106,12 +133,35 @@ export {
   type AgentConnectionOptions,
 } from "./adapters/agent-link/agent-connection.js";
 export type {
+  AgentModelRequest,
   ContainerHandle,
   ContainerSpec,
   ExitInfo,
+  ModelCallHook,
+  ModelCallSink,
   PoolAdapter,
   TurnHooks,
 } from "./adapters/agent-link/pool-adapter.js";
+export {
+  callModel,
+  type ModelCallOptions,
+  type ModelCallOutcome,
+  type ModelClientDeps,
+} from "./adapters/model/model-client.js";
+export {
+  defaultRuntimesDir,
+  type InstalledOpenClaw,
+  locateOpenClaw,
+  OPENCLAW_NODE_VERSION,
+  OPENCLAW_VERSION,
+} from "./adapters/runtimes/openclaw-runtime.js";
+export { installOpenClaw } from "./adapters/runtimes/runtime-install.js";
+export type {
+  DriverContext,
+  DriverTurn,
+  ModelEndpoint,
+  RuntimeDriver,
+} from "./agents/runtime-driver.js";
 export {
   ProcessPool,
   type ProcessPoolOptions,
