@@ -12,14 +12,14 @@ export default defineConfig({
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     // The Docker tests share one engine and the density test drives it into memory pressure
     // on purpose: they run after the rest (group 1), and the density test after them alone
-    // (group 2), so no test's timing depends on another's load.
+    // (group 2), so no test's timing depends on another's load; OpenClaw's last (group 3).
     projects: [
       {
         test: {
           ...shared,
           name: "main",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/docker/**"],
+          exclude: ["test/docker/**", "test/openclaw/**"],
         },
       },
       {
@@ -37,6 +37,18 @@ export default defineConfig({
           name: "density",
           include: ["test/docker/density.test.ts"],
           sequence: { groupOrder: 2 },
+        },
+      },
+      {
+        // Real OpenClaw (~10 s to start, ~1.3 GB at its peak): alone, after everything else,
+        // so neither its load nor the others' skews the other's timings.
+        test: {
+          ...shared,
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+          name: "openclaw",
+          include: ["test/openclaw/**/*.test.ts"],
+          sequence: { groupOrder: 3 },
         },
       },
     ],
