@@ -1,7 +1,7 @@
 /**
  * Any CLI agent through the `command` runtime, end to end: a real fleet (nats-server,
  * orchestrator, node, API gateway, model gateway), a process pool whose agent is a
- * small CLI program (test/fixtures/model-caller.mjs) run once per turn in the
+ * small CLI program (test/harness/model-caller.mjs) run once per turn in the
  * bubblewrap sandbox, and aimock as the model upstream. The program calls its model
  * the way an OpenAI SDK does, through OPENAI_BASE_URL, which points at the shim in
  * its sandbox; the key exists only at the model gateway.
@@ -16,7 +16,7 @@ import type { PoolProfileOptions } from "../../src/fleet-options.js";
 import { ModelStandIn, STAND_IN_USAGE, userCountAnswer } from "../harness/model-stand-in.js";
 import { TestFleet } from "../harness/test-fleet.js";
 
-const CALLER = fileURLToPath(new URL("../fixtures/model-caller.mjs", import.meta.url));
+const CALLER = fileURLToPath(new URL("../harness/model-caller.mjs", import.meta.url));
 const KEY_ENV = "CLAWFLEET_TEST_COMMAND_MODEL_KEY";
 const KEY = `sk-test-${randomBytes(12).toString("hex")}`;
 
