@@ -18,6 +18,7 @@ import {
   startLocalFleet,
   startRole,
 } from "../roles/fleet-roles.js";
+import { RUNTIME_NAMES, type RuntimeName } from "../runtime-options.js";
 import { int, oneOf, readUserFile, withFleetFlags } from "./cli-common.js";
 import { dataDirOf, type LocatorFlags, locateFleet, shownDir } from "./fleet-locator.js";
 import { LOG_LEVELS, type LogLevel, pinoLogger } from "./pino-logger.js";
@@ -33,6 +34,8 @@ interface RoleFlags extends LocatorFlags {
   installNats?: boolean;
   modelUrl?: string;
   modelKeyEnv?: string;
+  runtime?: RuntimeName;
+  model?: string;
 }
 
 /** Options of a role process, from `--config` (JSON), flags and environment. */
@@ -54,6 +57,8 @@ async function roleOptions(flags: RoleFlags, needsUrl: boolean) {
   if (flags.max !== undefined) pool.max = flags.max;
   if (flags.sandbox) pool.sandbox = flags.sandbox;
   if (flags.pool) pool.kind = flags.pool;
+  if (flags.runtime) pool.runtime = flags.runtime;
+  if (flags.model) pool.model = { ...pool.model, model: flags.model };
   return resolveFleetOptions({
     ...base,
     models: modelOptions(base.models, flags),
@@ -90,7 +95,8 @@ function withModelFlags(cmd: Command): Command {
       "--model-url <url>",
       "base URL of the model upstream `default` (e.g. http://127.0.0.1:4010/v1)",
     )
-    .option("--model-key-env <name>", "environment variable holding the `default` upstream's key");
+    .option("--model-key-env <name>", "environment variable holding the `default` upstream's key")
+    .option("--model <id>", "the model id the pool's agents ask for (OpenClaw's primary model)");
 }
 
 const SANDBOXES = ["auto", "bwrap", "none"] as const;
@@ -134,6 +140,14 @@ function withRoleFlags(cmd: Command): Command {
       new Option("--sandbox <kind>", "agent confinement")
         .choices(SANDBOXES)
         .argParser(oneOf("--sandbox", SANDBOXES)),
+    )
+    .addOption(
+      new Option(
+        "--runtime <name>",
+        "the agent runtime of the first pool (command pools need --config)",
+      )
+        .choices(RUNTIME_NAMES)
+        .argParser(oneOf("--runtime", RUNTIME_NAMES)),
     )
     .addOption(
       new Option("--pool <kind>", "what runs the agents: processes or Docker containers")
