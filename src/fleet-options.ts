@@ -73,7 +73,10 @@ export interface PoolProfileOptions {
 
 /** Limits and image of each container of a `docker` pool. */
 export interface DockerProfileOptions {
-  /** The agent image. Default `clawfleet-agent:local` (`clawfleet image build` makes it). */
+  /**
+   * The agent image. Default `clawfleet-agent:local` (`clawfleet image build` makes it);
+   * OpenClaw pools `clawfleet-agent-openclaw:local` (`clawfleet image build --runtime openclaw`).
+   */
   image?: string;
   /** Memory limit of a container, swap included (none allowed). Default 256 MiB (OpenClaw: 2048). */
   memoryMb?: number;
@@ -213,17 +216,20 @@ const PoolProfileFields = z.strictObject({
 });
 
 /** A profile's runtime-specific defaults go under what it sets (see RUNTIME_PROFILE_DEFAULTS). */
-const PoolProfileSchema = z.preprocess((input) => {
-  if (typeof input !== "object" || input === null) return input;
-  const p = input as PoolProfileOptions;
-  const defaults = RUNTIME_PROFILE_DEFAULTS[p.runtime as RuntimeName];
-  if (!defaults) return input;
-  const { docker, ...rest } = defaults;
-  return { ...rest, ...p, docker: { ...docker, ...p.docker } };
-}, PoolProfileFields.refine(
-  (p) => p.runtime !== "command" || p.command !== undefined,
-  { message: "a command pool needs `command` (argv or a preset)", path: ["command"] },
-));
+const PoolProfileSchema = z.preprocess(
+  (input) => {
+    if (typeof input !== "object" || input === null) return input;
+    const p = input as PoolProfileOptions;
+    const defaults = RUNTIME_PROFILE_DEFAULTS[p.runtime as RuntimeName];
+    if (!defaults) return input;
+    const { docker, ...rest } = defaults;
+    return { ...rest, ...p, docker: { ...docker, ...p.docker } };
+  },
+  PoolProfileFields.refine((p) => p.runtime !== "command" || p.command !== undefined, {
+    message: "a command pool needs `command` (argv or a preset)",
+    path: ["command"],
+  }),
+);
 
 const FleetOptionsSchema = z.strictObject({
   prefix: z.string().regex(PREFIX_PATTERN).default(DEFAULT_PREFIX),

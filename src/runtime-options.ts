@@ -70,7 +70,9 @@ export interface OpenClawProfileOptions {
 }
 
 const CREDENTIAL_NAME = /KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL/i;
-const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name");
+const EnvName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name");
 const RelativePath = z
   .string()
   .min(1)
@@ -139,6 +141,9 @@ export type OpenClawProfile = Readonly<z.output<typeof OpenClawProfileSchema>>;
 /** A model binding with every default applied. */
 export type ModelBinding = Readonly<z.output<typeof ModelBindingSchema>>;
 
+/** The image `clawfleet image build --runtime openclaw` makes, and OpenClaw pools run by default. */
+export const OPENCLAW_AGENT_IMAGE = "clawfleet-agent-openclaw:local";
+
 /**
  * Defaults that differ by runtime, applied under what the profile sets. OpenClaw
  * needs ~10 s to become ready and ~1.35 GB at its peak (measured:
@@ -147,10 +152,21 @@ export type ModelBinding = Readonly<z.output<typeof ModelBindingSchema>>;
 export const RUNTIME_PROFILE_DEFAULTS: Readonly<
   Record<
     RuntimeName,
-    { startTimeoutMs?: number; docker?: { memoryMb?: number; pids?: number; tmpfsMb?: number } }
+    {
+      startTimeoutMs?: number;
+      docker?: { image?: string; memoryMb?: number; pids?: number; tmpfsMb?: number };
+    }
   >
 > = {
   scripted: {},
   command: {},
-  openclaw: { startTimeoutMs: 180_000, docker: { memoryMb: 2048, pids: 512, tmpfsMb: 512 } },
+  openclaw: {
+    startTimeoutMs: 180_000,
+    docker: {
+      image: OPENCLAW_AGENT_IMAGE,
+      memoryMb: 2048,
+      pids: 512,
+      tmpfsMb: 512,
+    },
+  },
 };
