@@ -9,6 +9,7 @@ import { registerBehaviorCommands } from "./behavior-commands.js";
 import { failureOf, throwParseFailures } from "./cli-errors.js";
 import { registerImageCommands } from "./image-commands.js";
 import { registerRoleCommands } from "./role-commands.js";
+import { registerRuntimeCommands } from "./runtime-commands.js";
 import { registerSimCommand } from "./sim-command.js";
 import { registerStateCommands } from "./state-commands.js";
 import { registerSupervisionCommands } from "./supervision-commands.js";
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerTaskCommands(program);
   registerBehaviorCommands(program);
   registerImageCommands(program);
+  registerRuntimeCommands(program);
   registerSimCommand(program);
   registerStateCommands(program);
   registerSupervisionCommands(program);
