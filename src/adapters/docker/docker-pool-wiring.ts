@@ -1,19 +1,27 @@
 /**
  * How a node gets its Docker pool: the engine from the fleet options, the agent
- * images its pools name (the default one is built when missing), live nodes
+ * images its pools name (the default ones are built when missing), where a
+ * runtime's files are in its image (OpenClaw's), live nodes
  * from the nodes bucket (for orphan removal), and task priorities from the
  * tasks bucket (for the shed order). Also {@link PoolRouter}, for a node whose
  * pools are of different kinds.
  */
 import Docker from "dockerode";
 import type { Clock } from "../../clock.js";
-import { ConfigError, toErrorInfo } from "../../errors.js";
+import { ClawfleetError, ConfigError, toErrorInfo } from "../../errors.js";
 import type { PoolProfile, ResolvedFleetOptions } from "../../fleet-options.js";
 import type { Logger } from "../../logger.js";
 import type { ContainerHandle, ContainerSpec, PoolAdapter } from "../agent-link/pool-adapter.js";
 import { bucketKeys, type FleetNats } from "../nats/fleet-nats.js";
-import { buildAgentImage, DEFAULT_AGENT_IMAGE } from "./docker-image.js";
 import { DockerPool, type DockerPoolOptions } from "./docker-pool.js";
+import {
+  buildRuntimeImage,
+  IMAGE_RUNTIME_LABELS,
+  IMAGE_RUNTIMES,
+  IMAGE_TAGS,
+  imageRuntimeFiles,
+  RUNTIME_LABEL,
+} from "./runtime-image.js";
 
 const PRIORITY_RANK: Record<string, number> = { low: 0, normal: 1, high: 2 };
 
@@ -26,29 +34,55 @@ export function dockerClient(host?: string): Docker {
 }
 
 /**
- * Makes sure every image the docker pools name exists. The default image is
- * built (from this host's node and the project) when missing; any other must
- * be there already, since no registry is assumed.
+ * Makes sure every image the docker pools name exists. The default images
+ * (`clawfleet-agent:local`, and `clawfleet-agent-openclaw:local` from the
+ * OpenClaw install of this host) are built when missing, and OpenClaw's also
+ * when it holds another OpenClaw version than this clawfleet runs; any other
+ * image must be there already, since no registry is assumed.
  */
 export async function ensurePoolImages(
   docker: Docker,
   pools: readonly PoolProfile[],
   logger: Logger,
 ): Promise<void> {
-  const images = new Set(pools.filter((p) => p.kind === "docker").map((p) => p.docker.image));
-  for (const image of images) {
+  const images = new Map<string, PoolProfile>();
+  for (const p of pools)
+    if (p.kind === "docker" && !images.has(p.docker.image)) images.set(p.docker.image, p);
+  for (const [image, profile] of images) {
     const found = await docker
       .getImage(image)
       .inspect()
-      .then(
-        () => true,
-        () => false,
-      );
-    if (found) continue;
-    if (image !== DEFAULT_AGENT_IMAGE)
+      .catch((err: { statusCode?: number }) => {
+        // Only "no such image" means missing; an engine that fails must not look empty.
+        if (err.statusCode === 404) return undefined;
+        throw err;
+      });
+    const runtime = IMAGE_RUNTIMES.find((r) => IMAGE_TAGS[r] === image);
+    if (runtime === undefined) {
+      if (found) continue;
       throw new ConfigError(`image ${image} is not on the Docker engine; build or load it first`);
-    logger.info({ image }, "agent image missing: building it (clawfleet image build)");
-    await buildAgentImage(docker, { tag: image, progress: (line) => logger.info({ image }, line) });
+    }
+    const label = IMAGE_RUNTIME_LABELS[runtime];
+    if (found && found.Config?.Labels?.[RUNTIME_LABEL] === label) continue;
+    const why = found
+      ? `built for ${found.Config?.Labels?.[RUNTIME_LABEL] ?? "no runtime"}`
+      : "missing";
+    const command = `clawfleet image build${runtime === "scripted" ? "" : ` --runtime ${runtime}`}`;
+    logger.info({ image }, `agent image ${why}: building it (${command})`);
+    const runtimesDir = profile.runtime === "openclaw" ? profile.openclaw.runtimesDir : undefined;
+    await buildRuntimeImage(docker, {
+      tag: image,
+      runtime,
+      runtimesDir,
+      progress: (line) => logger.info({ image }, line),
+    }).catch((err: unknown) => {
+      // Say which image needed the runtime; the code (RUNTIME_NOT_INSTALLED) is kept.
+      if (!(err instanceof ClawfleetError)) throw err;
+      throw new ClawfleetError(err.code, `cannot build the agent image ${image}: ${err.message}`, {
+        cause: err,
+        retryable: err.retryable,
+      });
+    });
   }
 }
 
@@ -88,6 +122,7 @@ export async function openNodeDockerPool(
     logger: deps.logger,
     onShed: deps.onShed,
     onEvent: deps.onEvent,
+    runtimeFiles: imageRuntimeFiles,
     liveNodes: () => liveNodeIds(nats, options.nodeTimeoutMs),
     priorityOf: async (taskId) => {
       const entry = await nats.kv.tasks.get(taskId).catch(() => null);
