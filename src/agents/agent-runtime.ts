@@ -5,6 +5,7 @@
  */
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
+import { openclawRuntime } from "./openclaw-config.js";
 import {
   checkScriptedBehaviorFile,
   SCRIPTED_CONFIG_FILE,
@@ -58,6 +59,7 @@ export const commandRuntime: AgentRuntime = {
 const RUNTIMES: Readonly<Record<string, AgentRuntime>> = {
   scripted: scriptedRuntime,
   command: commandRuntime,
+  openclaw: openclawRuntime,
 };
 
 /** The runtime named `name` (pool profiles name one; options validation keeps them known). */
