@@ -86,14 +86,54 @@ export const ModelBindingSchema = z.strictObject({
   model: z.string().min(1).max(256).default("default"),
 });
 
-/** What the presets stand for; documented in the README. */
+/**
+ * What the presets stand for; documented in the README, tested against a model
+ * stand-in in test/integration/command-presets.test.ts (Claude Code 2.1.332,
+ * Codex 0.171.0). Both go on with the session's conversation (kept under HOME,
+ * in the workspace), may change the workspace without asking (nobody is there
+ * to answer; the sandbox is the boundary), and take the input after `--`, so
+ * an input that starts with `-` is not read as an option.
+ *
+ * - `claude-code`: `claude -p --continue` with `--permission-mode acceptEdits`
+ *   (file edits and commands in the workspace; `bypassPermissions` refuses to
+ *   run as root). Reads `ANTHROPIC_BASE_URL`: the upstream needs `api: "anthropic"`.
+ * - `codex`: `codex exec resume --last`, run through `sh` because Codex ignores
+ *   `OPENAI_BASE_URL`: `-c` defines a provider at that URL (Responses API, so
+ *   the upstream needs `api: "openai"` and `/responses`). Codex's own sandbox
+ *   cannot start inside bubblewrap (nested namespaces are refused), hence
+ *   `--sandbox danger-full-access`; its analytics and plugin sync, which call
+ *   chatgpt.com and api.github.com, are off.
+ */
 export const COMMAND_PRESETS = {
   "claude-code": {
-    argv: ["claude", "-p", "{input}", "--output-format", "text"],
+    argv: [
+      "claude",
+      "-p",
+      "--continue",
+      "--output-format",
+      "text",
+      "--permission-mode",
+      "acceptEdits",
+      "--",
+      "{input}",
+    ],
     input: "arg",
   },
   codex: {
-    argv: ["codex", "exec", "--skip-git-repo-check", "{input}"],
+    argv: [
+      "sh",
+      "-c",
+      [
+        "exec codex exec --skip-git-repo-check --sandbox danger-full-access",
+        "-c model_provider=clawfleet",
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
+        '-c "model_providers.clawfleet={name=\\"clawfleet\\",base_url=\\"${OPENAI_BASE_URL:?the codex preset needs an upstream with api openai}\\",env_key=\\"OPENAI_API_KEY\\",wire_api=\\"responses\\"}"',
+        "-c analytics.enabled=false -c features.plugins=false",
+        'resume --last -- "$1"',
+      ].join(" "),
+      "codex",
+      "{input}",
+    ],
     input: "arg",
   },
 } as const;
