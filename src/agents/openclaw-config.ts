@@ -42,6 +42,8 @@ export const OPENCLAW_SNAPSHOT_EXCLUDE: readonly string[] = Object.freeze([
   `${OPENCLAW_STATE_DIR}/tmp/`,
   `${OPENCLAW_STATE_DIR}/logs/`,
   `${OPENCLAW_STATE_DIR}/cache/`,
+  // Links into the runtime's own bundled skills, made again at every gateway start.
+  `${OPENCLAW_STATE_DIR}/plugin-skills/`,
   "*.lock",
   "*.lock.sqlite",
   "*.generation-lock.sqlite",

@@ -39,8 +39,11 @@ async function checkCommand(pool: PoolProfile, hostPath = process.env.PATH ?? ""
   if (program === undefined) return;
   // Without a sandbox the agent inherits the node's PATH; in bwrap it gets SANDBOX_PATH
   // (`auto` may be either: both are accepted here, and the agent host checks again).
-  const searchPath =
-    pool.sandbox === "none"
+  // A PATH the profile sets for its program is where the agent host looks first.
+  const own = pool.command?.env.PATH;
+  const searchPath = own
+    ? own
+    : pool.sandbox === "none"
       ? hostPath
       : pool.sandbox === "bwrap"
         ? SANDBOX_PATH
