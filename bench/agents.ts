@@ -205,7 +205,7 @@ async function benchOpenClawOneShot(
     managedConfig({
       workspace: dir,
       stateDir: state,
-      port: 0,
+      port: 18_999,
       model: {
         baseUrl: b.model.openaiUrl,
         api: "openai",
