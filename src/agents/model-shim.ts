@@ -18,18 +18,14 @@ import type { AddressInfo } from "node:net";
 import type { z } from "zod";
 import { ErrorCodes, type ErrorInfo } from "../errors.js";
 import type { HostMessageSchema } from "../protocol/agent-protocol.js";
+import { MODEL_CREDENTIAL_HEADERS } from "../protocol/model-messages.js";
 
 type HostMessage = z.output<typeof HostMessageSchema>;
 type ModelAnswer = Extract<HostMessage, { type: "model_response" | "model_chunk" | "model_end" }>;
 
 /** Request headers never relayed: credentials (the agent has only a dummy) and hop-by-hop ones. */
 const DROPPED_HEADERS = new Set([
-  "authorization",
-  "x-api-key",
-  "api-key",
-  "x-goog-api-key",
-  "cookie",
-  "proxy-authorization",
+  ...MODEL_CREDENTIAL_HEADERS,
   "host",
   "connection",
   "content-length",

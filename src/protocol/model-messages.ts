@@ -10,6 +10,19 @@
 import { z } from "zod";
 import { ErrorInfoSchema } from "./api-schemas.js";
 
+/**
+ * Credentials an agent may send with a model call: the shim drops them, and the
+ * gateway drops them again before adding its own key.
+ */
+export const MODEL_CREDENTIAL_HEADERS: ReadonlySet<string> = new Set([
+  "authorization",
+  "proxy-authorization",
+  "x-api-key",
+  "api-key",
+  "x-goog-api-key",
+  "cookie",
+]);
+
 /** Queue group every gateway instance subscribes with: each call goes to one of them. */
 export const MODEL_GATEWAY_QUEUE = "model-gateway";
 

@@ -7,15 +7,7 @@
  * not reach the sandbox unless someone decides they should.
  */
 
-/** Credentials an agent may send; the gateway never forwards them. */
-const CREDENTIAL_HEADERS = new Set([
-  "authorization",
-  "proxy-authorization",
-  "x-api-key",
-  "api-key",
-  "x-goog-api-key",
-  "cookie",
-]);
+import { MODEL_CREDENTIAL_HEADERS as CREDENTIAL_HEADERS } from "../../protocol/model-messages.js";
 
 /**
  * Hop-by-hop and framing headers: they describe the agent's connection to its
