@@ -34,7 +34,7 @@ import { type OpenClawProfile, OpenClawProfileSchema } from "../runtime-options.
 import { ChatBrokenError, chatTurn } from "./openclaw-chat.js";
 import { OPENCLAW_CONFIG_FILE, OPENCLAW_STATE_DIR, openclawSessionKey } from "./openclaw-config.js";
 import { OpenClawGateway } from "./openclaw-gateway.js";
-import { SqliteHold } from "./openclaw-sqlite.js";
+import { clearGatewayOwnerLease, SqliteHold } from "./openclaw-sqlite.js";
 import {
   snapshotDatabases,
   writeBehaviorFiles,
@@ -240,6 +240,11 @@ export class OpenClawDriver implements RuntimeDriver {
       },
     });
     if (warning) this.log(`openclaw: ${warning}`);
+    const cleared = await clearGatewayOwnerLease(
+      program.node,
+      path.join(this.workspace, OPENCLAW_STATE_DIR, "openclaw.sqlite"),
+    );
+    if (cleared > 0) this.log("openclaw: cleared a restored gateway owner lease");
     const started = Date.now();
     const proc = await OpenClawGateway.start({
       node: program.node,

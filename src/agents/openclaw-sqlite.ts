@@ -136,3 +136,47 @@ export class SqliteHold {
     clearTimeout(timer);
   }
 }
+
+/** The child's program for {@link clearGatewayOwnerLease}; argv: the state database. */
+const CLEAR_LEASE_SCRIPT = String.raw`
+const { DatabaseSync } = require("node:sqlite");
+const { statSync } = require("node:fs");
+const file = process.argv[1];
+if (!statSync(file, { throwIfNoEntry: false })) process.exit(0);
+const db = new DatabaseSync(file, { timeout: 5000 });
+const table = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'state_leases'").get();
+const n = table ? db.prepare("DELETE FROM state_leases WHERE scope = 'gateway-owner'").run().changes : 0;
+db.close();
+process.stdout.write("cleared " + n + "\n");
+`;
+
+/**
+ * Removes OpenClaw's gateway owner lease from the state database `file` before a
+ * gateway starts on it. The lease is a row naming the owner's pid and host, live
+ * for 5 minutes; a snapshot taken while a gateway ran carries it. Restored in
+ * another sandbox, whose hostname and pid namespace look the same, the old owner
+ * cannot be told dead and the new gateway refuses to start ("another Gateway
+ * owner lease is still active"). No other gateway can hold this workspace: the
+ * driver stopped its own first, and the workspace is this container's.
+ */
+export async function clearGatewayOwnerLease(node: string, file: string): Promise<number> {
+  const child = spawn(node, ["-e", CLEAR_LEASE_SCRIPT, file], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { PATH: process.env.PATH ?? "" },
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString("utf8")));
+  child.stderr.on("data", (d: Buffer) => (err += d.toString("utf8")));
+  const code = await new Promise<number | null>((resolve) => {
+    child.on("error", () => resolve(null));
+    child.on("close", resolve);
+  });
+  if (code !== 0) {
+    throw new AgentError(
+      ErrorCodes.AGENT_START_FAILED,
+      `could not clear OpenClaw's gateway lease in ${file}: ${err.trim().slice(-500) || `exit ${code}`}`,
+    );
+  }
+  return Number(/cleared (\d+)/.exec(out)?.[1] ?? 0);
+}

@@ -144,7 +144,8 @@ export function isSnapshotDatabase(rel: string): boolean {
   const parts = rel.split(path.sep);
   const name = parts.at(-1) ?? "";
   if (!name.endsWith(".sqlite")) return false;
-  if (["tmp", "logs", "cache"].includes(parts[0] ?? "") && parts.length > 1) return false;
+  if (["tmp", "logs", "cache", "plugin-skills"].includes(parts[0] ?? "") && parts.length > 1)
+    return false;
   return !/\.(lock|generation-lock|generation-writer|reindex-lock)\.sqlite$|\.memory-reindex-/.test(
     name,
   );
