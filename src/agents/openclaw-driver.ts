@@ -242,7 +242,7 @@ export class OpenClawDriver implements RuntimeDriver {
     if (warning) this.log(`openclaw: ${warning}`);
     const cleared = await clearGatewayOwnerLease(
       program.node,
-      path.join(this.workspace, OPENCLAW_STATE_DIR, "openclaw.sqlite"),
+      path.join(this.workspace, OPENCLAW_STATE_DIR, "state", "openclaw.sqlite"),
     );
     if (cleared > 0) this.log("openclaw: cleared a restored gateway owner lease");
     const started = Date.now();
