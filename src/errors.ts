@@ -197,7 +197,11 @@ export class NatsServerError extends TerminalError {
  * error, which the agent sees as it is). Retryable or not by code.
  */
 export class ModelError extends ClawfleetError {
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
     super(code, message, {
       ...options,
       retryable: options?.retryable ?? MODEL_RETRYABLE.has(code),

@@ -41,13 +41,13 @@ export const UpstreamName = z
   .string()
   .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-]");
 
-const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name");
+const EnvName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name");
 
 export const ModelUpstreamSchema = z
   .strictObject({
-    baseUrl: z
-      .url({ protocol: /^https?$/ })
-      .transform((u) => u.replace(/\/+$/, "")),
+    baseUrl: z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")),
     api: z.enum(["openai", "anthropic"]).default("openai"),
     keyEnv: EnvName.optional(),
     keyFile: z.string().min(1).optional(),
