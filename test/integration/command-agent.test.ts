@@ -7,14 +7,13 @@
  * its sandbox; the key exists only at the model gateway.
  */
 import { randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/errors.js";
 import type { PoolProfileOptions } from "../../src/fleet-options.js";
 import { ModelStandIn, STAND_IN_USAGE, userCountAnswer } from "../harness/model-stand-in.js";
 import { TestFleet } from "../harness/test-fleet.js";
+import { treeText } from "../harness/tree-text.js";
 
 const CALLER = fileURLToPath(new URL("../harness/model-caller.mjs", import.meta.url));
 const KEY_ENV = "CLAWFLEET_TEST_COMMAND_MODEL_KEY";
@@ -29,15 +28,6 @@ const pool: PoolProfileOptions = {
   sandbox: process.env.CI ? "bwrap" : "auto",
   agentHeartbeatMs: 200,
 };
-
-/** Every file under `dir`, as text. */
-async function allText(dir: string): Promise<string> {
-  const parts: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) parts.push(await readFile(path.join(e.parentPath, e.name), "utf8"));
-  }
-  return parts.join("\n");
-}
 
 describe("a command pool calling its model through the bridge", () => {
   let model: ModelStandIn;
@@ -113,7 +103,7 @@ describe("a command pool calling its model through the bridge", () => {
 
     const timeline = await fleet.client.timeline(env.taskId);
     expect(JSON.stringify(timeline)).not.toContain(KEY);
-    expect(await allText(fleet.dataDir)).not.toContain(KEY);
+    expect(await treeText(fleet.dataDir)).not.toContain(KEY);
   });
 
   it("fails a non-zero exit with AGENT_FAILED and the agent's stderr", async () => {

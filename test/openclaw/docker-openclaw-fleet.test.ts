@@ -6,8 +6,6 @@
  * container has no network and no key. One fleet of two containers for the whole file.
  */
 import { randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LABELS } from "../../src/adapters/docker/docker-container.js";
 import { fleetFilter } from "../../src/adapters/docker/docker-pool.js";
@@ -17,6 +15,7 @@ import { uniqueFleet } from "../docker/docker-fixtures.js";
 import { DockerEngine } from "../harness/docker-engine.js";
 import { ModelStandIn } from "../harness/model-stand-in.js";
 import { TestFleet } from "../harness/test-fleet.js";
+import { treeText } from "../harness/tree-text.js";
 import { openclawRuntime, seen } from "./openclaw-fixture.js";
 
 const KEY_ENV = "CLAWFLEET_TEST_OPENCLAW_MODEL_KEY";
@@ -29,17 +28,6 @@ const pool: PoolProfileOptions = {
   max: 2,
   reservedWindowMs: 0,
 };
-
-/** Every file under `dir`, as text. */
-async function allText(dir: string): Promise<string> {
-  const parts: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) {
-      parts.push(await readFile(path.join(e.parentPath, e.name), "utf8").catch(() => ""));
-    }
-  }
-  return parts.join("\n");
-}
 
 describe("an OpenClaw docker pool in a fleet, behind the model gateway", () => {
   let engine: DockerEngine;
@@ -144,6 +132,6 @@ describe("an OpenClaw docker pool in a fleet, behind the model gateway", () => {
 
     const timeline = await fleet.client.timeline(task.taskId);
     expect(JSON.stringify(timeline)).not.toContain(KEY);
-    expect(await allText(fleet.dataDir)).not.toContain(KEY);
+    expect(await treeText(fleet.dataDir)).not.toContain(KEY);
   });
 });

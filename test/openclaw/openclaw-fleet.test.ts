@@ -8,7 +8,7 @@
  * start is ~10 s and ~1.2 GB); every test uses sessions of its own.
  */
 import { randomBytes } from "node:crypto";
-import { readdir, readFile, readlink } from "node:fs/promises";
+import { readFile, readlink } from "node:fs/promises";
 import path from "node:path";
 import type { ChatCompletionRequest } from "@copilotkit/aimock";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +17,7 @@ import type { TaskRecord } from "../../src/protocol/api-schemas.js";
 import { ModelStandIn, STAND_IN_USAGE } from "../harness/model-stand-in.js";
 import { descendantsOf, isAlive, processTable } from "../harness/process-table.js";
 import { TestFleet } from "../harness/test-fleet.js";
+import { treeText } from "../harness/tree-text.js";
 import { openclawRuntime, seen, userText } from "./openclaw-fixture.js";
 
 const KEY_ENV = "CLAWFLEET_TEST_OPENCLAW_MODEL_KEY";
@@ -35,17 +36,6 @@ const pool: PoolProfileOptions = {
   // A dead agent's container is replaced (a new id, an empty workspace), not restarted in place.
   maxAgentRestarts: 0,
 };
-
-/** Every file under `dir`, as text. */
-async function allText(dir: string): Promise<string> {
-  const parts: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) {
-      parts.push(await readFile(path.join(e.parentPath, e.name), "utf8").catch(() => ""));
-    }
-  }
-  return parts.join("\n");
-}
 
 /** Resolves once `check` holds, polling; fails naming `what` after `timeoutMs`. */
 async function until<T>(
@@ -258,7 +248,7 @@ describe("an OpenClaw pool in a fleet, sandboxed, behind the model gateway", () 
 
     const timeline = await fleet.client.timeline(task.taskId);
     expect(JSON.stringify(timeline)).not.toContain(KEY);
-    expect(await allText(fleet.dataDir)).not.toContain(KEY);
+    expect(await treeText(fleet.dataDir)).not.toContain(KEY);
   });
 
   it("puts an OpenClaw turn's model calls on the timeline", async () => {
